@@ -1,0 +1,188 @@
+"""Scanner-subset ablation (paper Fig. 4): ScanGen trained on every subset of 2..6 of the six 40x
+scanners, each tested on all six scanners of the held-out test split.
+
+For a subset S, the CoV gain over the baseline (no ScanGen) of the same FM and seed is
+`gain(S) = 100 * (CoV_base - CoV_S) / CoV_base` (percent; positive = less scanner bias). Per subset
+size we report mean, sd, min and max gain over subsets (seed-averaged first). For each size in
+`count_sizes` (2..5 as in the paper) the `top_k` subsets with the lowest CoV are "best" and the
+`top_k` with the highest CoV "worst"; we count how often each scanner, and each scanner pair, appears
+in them. Ties in CoV break by the subset's name, so the counts are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from scangen.constants import SCANNERS_40X
+
+
+def enumerate_subsets(scanners: Sequence[str] = SCANNERS_40X, sizes: Sequence[int] = range(2, 7)) -> list[tuple[str, ...]]:
+    """Every subset of `scanners` with a size in `sizes`, ordered by size then lexicographic position."""
+    scanners = tuple(scanners)
+    if len(set(scanners)) != len(scanners):
+        raise ValueError(f"scanners: expected distinct codes, got {scanners}")
+    bad = [k for k in sizes if not 1 <= k <= len(scanners)]
+    if bad:
+        raise ValueError(f"sizes: expected sizes in 1..{len(scanners)}, got {bad}")
+    return [s for k in sizes for s in combinations(scanners, k)]
+
+
+def select_subsets(subsets: Sequence[tuple[str, ...]], max_subsets: int | None) -> list[tuple[str, ...]]:
+    """A deterministic, size-balanced selection of at most `max_subsets` subsets (None = all).
+
+    The largest subset (all scanners) is always kept; the rest are taken round-robin over sizes,
+    evenly spaced within each size, so a small budget still covers every size.
+    """
+    subsets = list(subsets)
+    if max_subsets is None or max_subsets >= len(subsets):
+        return subsets
+    if max_subsets < 1:
+        raise ValueError(f"max_subsets: expected a positive integer or None, got {max_subsets}")
+    full = max(subsets, key=len)
+    by_size: dict[int, list[tuple[str, ...]]] = {}
+    for s in subsets:
+        if s != full:
+            by_size.setdefault(len(s), []).append(s)
+    chosen = [full]
+    sizes = sorted(by_size)
+    quota = {k: 0 for k in sizes}
+    remaining = max_subsets - 1
+    while remaining > 0 and any(quota[k] < len(by_size[k]) for k in sizes):
+        for k in sizes:
+            if remaining > 0 and quota[k] < len(by_size[k]):
+                quota[k] += 1
+                remaining -= 1
+    for k in sizes:
+        members, n = by_size[k], quota[k]
+        idx = np.unique(np.linspace(0, len(members) - 1, n).round().astype(int)) if n else []
+        chosen.extend(members[i] for i in idx)
+    order = {s: i for i, s in enumerate(subsets)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def subset_name(subset: Sequence[str]) -> str:
+    """Readable id of a subset, e.g. 'AT2+GT450'."""
+    return "+".join(subset)
+
+
+def cov_gain(cov: float | np.ndarray, base_cov: float | np.ndarray) -> float | np.ndarray:
+    """Percent CoV reduction against the baseline: 100 * (base - cov) / base."""
+    base = np.asarray(base_cov, dtype=np.float64)
+    if np.any(base <= 0):
+        raise ValueError(f"base_cov: expected positive baseline CoV, got {base_cov}")
+    out = 100.0 * (base - np.asarray(cov, dtype=np.float64)) / base
+    return float(out) if out.ndim == 0 else out
+
+
+def gain_by_size(subset_table: pl.DataFrame) -> pl.DataFrame:
+    """Per subset size: n_subsets and mean/sd/min/max of the seed-averaged `gain` column."""
+    need = {"size", "gain"}
+    if not need <= set(subset_table.columns):
+        raise ValueError(f"subset table: missing columns {sorted(need - set(subset_table.columns))}")
+    return (
+        subset_table.group_by("size")
+        .agg(
+            pl.len().alias("n_subsets"),
+            pl.col("gain").mean().alias("gain_mean"),
+            pl.col("gain").std(ddof=1).alias("gain_sd"),
+            pl.col("gain").min().alias("gain_min"),
+            pl.col("gain").max().alias("gain_max"),
+        )
+        .sort("size")
+    )
+
+
+def best_worst(subset_table: pl.DataFrame, count_sizes: Sequence[int] = (2, 3, 4, 5), top_k: int = 1) -> dict:
+    """Best (lowest CoV) and worst (highest CoV) subsets per size, with scanner and pair counts.
+
+    `subset_table` has one row per subset with columns `subset` (list of codes), `size` and
+    `scanner_cov` (seed-averaged). Sizes in `count_sizes` without any subset are skipped and listed.
+    Returns {"best": {size: [names]}, "worst": {...}, "scanner_counts": {"best": {code: n},
+    "worst": {...}}, "pair_counts": {"best": {"A+B": n}, "worst": {...}}, "sizes_counted": [...]}.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k: expected a positive integer, got {top_k}")
+    picks: dict[str, dict[int, list[tuple[str, ...]]]] = {"best": {}, "worst": {}}
+    counted = []
+    for k in count_sizes:
+        rows = subset_table.filter(pl.col("size") == k)
+        if rows.height == 0:
+            continue
+        counted.append(int(k))
+        items = sorted(
+            ((float(c), tuple(s)) for c, s in zip(rows["scanner_cov"].to_list(), rows["subset"].to_list())),
+            key=lambda t: (t[0], subset_name(t[1])),
+        )
+        n = min(top_k, len(items))
+        picks["best"][int(k)] = [s for _, s in items[:n]]
+        picks["worst"][int(k)] = [s for _, s in sorted(items, key=lambda t: (-t[0], subset_name(t[1])))[:n]]
+    scanner_counts, pair_counts = {}, {}
+    for side, per_size in picks.items():
+        sc: Counter[str] = Counter({s: 0 for s in SCANNERS_40X})
+        pc: Counter[str] = Counter()
+        for subsets in per_size.values():
+            for s in subsets:
+                sc.update(s)
+                pc.update(subset_name(p) for p in combinations(s, 2))
+        scanner_counts[side] = dict(sorted(sc.items(), key=lambda t: (-t[1], t[0])))
+        pair_counts[side] = dict(sorted(pc.items(), key=lambda t: (-t[1], t[0])))
+    return {
+        "best": {k: [subset_name(s) for s in v] for k, v in picks["best"].items()},
+        "worst": {k: [subset_name(s) for s in v] for k, v in picks["worst"].items()},
+        "scanner_counts": scanner_counts,
+        "pair_counts": pair_counts,
+        "sizes_counted": counted,
+    }
+
+
+def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: int | None = None,
+                 scanners: Sequence[str] = SCANNERS_40X, count_sizes: Sequence[int] = (2, 3, 4, 5),
+                 top_k: int = 1) -> dict:
+    """Train ScanGen on each selected subset (and the baseline) per seed; return all ablation tables.
+
+    Returns {"runs": one row per run, "subsets": one row per subset (seed-averaged CoV, AUC, gain),
+    "by_size": `gain_by_size`, "best_worst": `best_worst`, "baseline": {"scanner_cov", "auc"}}.
+    The gain of each seed's run is taken against the baseline of the same seed, then averaged.
+    """
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
+    subsets = select_subsets(enumerate_subsets(scanners), max_subsets)
+    base_cfgs = [session.config(fm=fm, use_scangen=False, seed=int(s)) for s in seeds]
+    sg_cfgs = [session.config(fm=fm, use_scangen=True, scanner_subset=tuple(sub), seed=int(s))
+               for sub in subsets for s in seeds]
+    runs = session.run_table(base_cfgs + sg_cfgs)
+    base = runs.filter(~pl.col("use_scangen")).select("seed", base_cov="scanner_cov", base_auc="auc")
+    sg = runs.filter(pl.col("use_scangen")).join(base, on="seed", how="left", maintain_order="left")
+    sg = sg.with_columns(
+        pl.Series("gain", cov_gain(sg["scanner_cov"].to_numpy(), sg["base_cov"].to_numpy()), dtype=pl.Float64),
+        pl.col("scanner_subset").list.join("+").alias("name"),
+    )
+    table = (
+        sg.group_by("name", maintain_order=True)
+        .agg(pl.col("scanner_subset").first().alias("subset"), pl.col("n_scanners").first().alias("size"),
+             pl.col("scanner_cov").mean(), pl.col("auc").mean(), pl.col("gain").mean(), pl.len().alias("n_seeds"))
+    )
+    for code in scanners:
+        table = table.with_columns(pl.col("subset").list.contains(code).alias(f"has_{code}"))
+    return {
+        "runs": runs,
+        "subsets": table,
+        "by_size": gain_by_size(table),
+        "best_worst": best_worst(table, count_sizes, top_k),
+        "baseline": {"scanner_cov": float(base["base_cov"].mean()), "auc": float(base["base_auc"].mean())},
+        "n_subsets": len(subsets),
+        "n_subsets_possible": len(enumerate_subsets(scanners)),
+    }
+
+
+def ablation_json(result: dict, fm: str, seeds: Sequence[int]) -> dict:
+    """Headline numbers of the ablation for the paper (JSON-ready)."""
+    by_size = {int(r["size"]): {k: r[k] for k in r if k != "size"} for r in result["by_size"].iter_rows(named=True)}
+    return {"fm": fm, "seeds": list(seeds), "baseline": result["baseline"], "n_subsets": result["n_subsets"],
+            "n_subsets_possible": result["n_subsets_possible"], "gain_by_size": by_size,
+            "best_worst": result["best_worst"]}

@@ -1,0 +1,141 @@
+"""Scanner bias of raw FM embeddings (paper Fig. 3) and the embedding-level robustness numbers.
+
+No training here. Per FM:
+- UMAP (cosine metric, default parameters, fixed `random_state`) of one mean embedding per WSI of
+  the held-out test split (the same specimen split the trainer uses: `specimen_splits` with the
+  config's split seed), for colouring by scanner and by specimen;
+- on the whole multiscanner cohort at 40x: PathoROB robustness index on patches labelled by tissue
+  class, WSI same-specimen retrieval, plismbench cross-scanner top-k retrieval of registered tiles
+  (when the store has them) and scanner predictability (grouped linear probe), all from
+  `scangen.metrics.robustness`;
+- a silhouette of the 2-D UMAP points by scanner and by specimen (higher = points cluster by that
+  label), a compact number for what the figure shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import silhouette_score
+
+from scangen.constants import REAL_MODEL_OF
+from scangen.metrics import robustness as rb
+from scangen.paths import DATA
+from scangen.splits import DEFAULT_FRACTIONS, specimen_splits
+from scangen.store import Bags, load_bags, load_registered, read_meta, read_slides
+
+CALIBRATION_DIR = DATA / "calibration"
+
+
+def test_slide_ids(store: Path, split_seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                   include_20x: bool = True) -> list[str]:
+    """Multiscanner slides of the test split (as the trainer splits them), 40x and optionally 20x."""
+    slides = specimen_splits(read_slides(store), split_seed, fractions)
+    sel = (pl.col("cohort") == "multiscanner") & (pl.col("split") == "test")
+    if not include_20x:
+        sel = sel & (pl.col("magnification") == 40)
+    ids = slides.filter(sel)["slide_id"].to_list()
+    if not ids:
+        raise ValueError(f"store {store}: the test split holds no multiscanner slides")
+    return ids
+
+
+def umap_embedding(features: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """2-D UMAP (cosine metric) of (n, D) features; n_neighbors is capped at n - 1 for tiny sets."""
+    import umap  # imported here: numba compilation makes the import slow
+
+    n = features.shape[0]
+    if n < 4:
+        raise ValueError(f"features: UMAP needs at least 4 points, got {n}")
+    reducer = umap.UMAP(metric="cosine", n_neighbors=min(n_neighbors, n - 1), random_state=seed, n_jobs=1)
+    return np.asarray(reducer.fit_transform(np.asarray(features, dtype=np.float32)), dtype=np.float64)
+
+
+def umap_coords(bags: Bags, fm: str, seed: int = 0) -> pl.DataFrame:
+    """One row per WSI of `bags`: fm, slide/specimen/scanner/magnification/egfr and umap_1, umap_2."""
+    xy = umap_embedding(bags.mean_embeddings(), seed)
+    cols = ["slide_id", "specimen_id", "scanner", "magnification", "egfr"]
+    return bags.slides.select(cols).with_columns(
+        pl.lit(fm).alias("fm"), pl.Series("umap_1", xy[:, 0]), pl.Series("umap_2", xy[:, 1])
+    ).select("fm", *cols, "umap_1", "umap_2")
+
+
+def _silhouette(xy: np.ndarray, labels: np.ndarray) -> float:
+    n_lab = np.unique(labels).size
+    return float(silhouette_score(xy, labels)) if 1 < n_lab < len(labels) else float("nan")
+
+
+def embedding_metrics(store: Path, fm: str, bags: Bags, *, max_patches_per_slide: int | None = 32,
+                      seed: int = 0, top_k: Sequence[int] = (1, 3, 5, 10)) -> dict[str, Any]:
+    """Embedding-level robustness of one FM on the multiscanner cohort at 40x (see module docstring)."""
+    out: dict[str, Any] = {"fm": fm}
+    if bags.tissue_class is not None:
+        ri = rb.robustness_index_bags(bags, level="patch", max_patches_per_slide=max_patches_per_slide, seed=seed)
+        out.update(robustness_index=ri.value, ri_k=ri.k, ri_n_patches=ri.n_samples)
+    else:
+        out.update(robustness_index=float("nan"), ri_k=None, ri_n_patches=0)
+    wsi = rb.wsi_retrieval_bags(bags, ks=top_k)
+    out.update({f"wsi_top{k}": v for k, v in wsi.top_k.items()})
+    if (store / "registered" / f"{fm}.parquet").is_file():
+        tiles = rb.cross_scanner_retrieval_bags(load_registered(store, fm), ks=top_k)
+        out.update({f"tile_top{k}": v for k, v in tiles.mean_top_k.items()}, tile_cosine=tiles.mean_cosine)
+    else:
+        out.update({f"tile_top{k}": float("nan") for k in top_k}, tile_cosine=float("nan"))
+    pred = rb.scanner_predictability_bags(bags, seed=seed)
+    out.update(scanner_predictability=pred.balanced_accuracy, predictability_chance=pred.chance)
+    return out
+
+
+def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_seed: int = 0,
+                     max_patches_per_slide: int | None = 32) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(umap coordinates of test WSIs for every FM, one row of embedding metrics per FM)."""
+    store = Path(store)
+    known = list(read_meta(store).get("models", {}))
+    unknown = [fm for fm in fms if fm not in known]
+    if unknown:
+        raise ValueError(f"fms: {unknown} not in store {store} (models {known})")
+    test_ids = test_slide_ids(store, split_seed)
+    coords, rows = [], []
+    for fm in fms:
+        bags = load_bags(store, fm)
+        multi = rb.select_scans(bags, "multiscanner", 40)
+        row = embedding_metrics(store, fm, multi, max_patches_per_slide=max_patches_per_slide, seed=seed)
+        test = bags.select(bags.slide_index(test_ids))
+        c = umap_coords(test, fm, seed)
+        xy = c.select("umap_1", "umap_2").to_numpy()
+        row["umap_silhouette_scanner"] = _silhouette(xy, c["scanner"].to_numpy() + "@" + c["magnification"].cast(str).to_numpy())
+        row["umap_silhouette_specimen"] = _silhouette(xy, c["specimen_id"].to_numpy())
+        row["n_test_slides"] = test.slides.height
+        coords.append(c)
+        rows.append(row)
+    return pl.concat(coords), pl.DataFrame(rows)
+
+
+def published_values(calibration_dir: Path = CALIBRATION_DIR) -> pl.DataFrame | None:
+    """The calibration table (achieved vs published robustness per FM), or None when it is absent."""
+    path = Path(calibration_dir) / "achieved_vs_published.parquet"
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def with_published(metrics: pl.DataFrame, published: pl.DataFrame | None) -> pl.DataFrame:
+    """`metrics` plus the real model name and, where available, the published RI and top-10 retrieval.
+
+    The published table is reshaped by whatever FM and metric columns it has, so the join does not
+    depend on the calibration script's exact layout beyond an `fm` column and numeric columns whose
+    names start with `published`.
+    """
+    out = metrics.with_columns(pl.col("fm").replace_strict(REAL_MODEL_OF, default=None).alias("real_model"))
+    if published is None or "fm" not in published.columns:
+        return out
+    pub_cols = [c for c in published.columns if c.startswith("published")]
+    if not pub_cols:
+        return out
+    if "metric" in published.columns:
+        wide = published.pivot(on="metric", index="fm", values=pub_cols[0], aggregate_function="first")
+        wide = wide.rename({c: f"published_{c}" for c in wide.columns if c != "fm"})
+    else:
+        wide = published.select("fm", *pub_cols).unique("fm", keep="first", maintain_order=True)
+    return out.join(wide, on="fm", how="left", maintain_order="left")

@@ -1,0 +1,34 @@
+"""Evaluation metrics: scanner/magnification CoV, EGFR AUC with specimen bootstrap CIs, flip rate,
+and `summarize_predictions` for a predictions table."""
+
+from scangen.metrics.classification import (
+    BootstrapCI,
+    bootstrap_auc,
+    flip_rate,
+    per_group_auc,
+    roc_auc,
+    youden_threshold,
+)
+from scangen.metrics.cov import (
+    NEAR_ZERO_TOL,
+    magnification_cov,
+    magnification_pairs,
+    scanner_cov,
+    scanner_cov_per_specimen,
+)
+from scangen.metrics.summary import summarize_predictions
+
+__all__ = [
+    "BootstrapCI",
+    "NEAR_ZERO_TOL",
+    "bootstrap_auc",
+    "flip_rate",
+    "magnification_cov",
+    "magnification_pairs",
+    "per_group_auc",
+    "roc_auc",
+    "scanner_cov",
+    "scanner_cov_per_specimen",
+    "summarize_predictions",
+    "youden_threshold",
+]

@@ -1,0 +1,124 @@
+"""Scanner and magnification coefficient of variation (CoV) of slide-level predictions.
+
+For a specimen `s` scanned on scanners `c`, with values `v(s, c)` (logits by default):
+`CoV_s = std_c v(s, c) / |mean_c v(s, c)|` (population std, ddof = 0) and `CoV = mean_s CoV_s`.
+Lower is better: 0 means every scan of a specimen gets the same prediction.
+
+A specimen whose |mean| is tiny makes its CoV explode. Such specimens are flagged (`near_zero`),
+counted and reported, never dropped; the denominator is floored at `eps` so the value stays finite.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import polars as pl
+
+from scangen.constants import MAGNIFICATION_PAIR_SCANNER
+
+NEAR_ZERO_TOL = 0.1
+"""|mean logit| below which a specimen is flagged: its probability lies within 0.475-0.525 and its
+CoV is dominated by the denominator rather than by scanner disagreement."""
+
+ValueKind = Literal["logit", "prob"]
+
+
+def _as_values(values: Sequence[float] | np.ndarray, on: ValueKind) -> np.ndarray:
+    """Float64 copy of `values` (logits), mapped through a sigmoid when `on == "prob"`."""
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"values: expected finite numbers, found {int((~np.isfinite(arr)).sum())} non-finite")
+    if on == "logit":
+        return arr
+    if on == "prob":
+        return 1.0 / (1.0 + np.exp(-arr))
+    raise ValueError(f"on: expected 'logit' or 'prob', got {on!r}")
+
+
+def scanner_cov_per_specimen(
+    values: Sequence[float] | np.ndarray,
+    specimen: Sequence[str] | np.ndarray,
+    *,
+    eps: float = 1e-6,
+    on: ValueKind = "logit",
+    near_zero_tol: float = NEAR_ZERO_TOL,
+) -> pl.DataFrame:
+    """Per-specimen CoV table over the scans given (one value per scan).
+
+    `values` are logits (mapped to probabilities when `on="prob"`); `specimen` gives each scan's
+    specimen. Returns one row per specimen, sorted by id: `specimen_id`, `n_scans`, `mean`, `std`,
+    `cov` (= std / max(|mean|, eps)) and `near_zero` (|mean| < `near_zero_tol` on the value scale
+    used). Raises ValueError when lengths differ or any specimen has fewer than two scans.
+    """
+    if eps <= 0:
+        raise ValueError(f"eps: expected a positive number, got {eps}")
+    vals = _as_values(values, on)
+    spec = np.asarray(specimen).astype(str).reshape(-1)
+    if vals.shape[0] != spec.shape[0]:
+        raise ValueError(f"values and specimen: expected equal lengths, got {vals.shape[0]} and {spec.shape[0]}")
+    if vals.shape[0] == 0:
+        raise ValueError("values: expected at least one scan, got none")
+    ids, inverse, counts = np.unique(spec, return_inverse=True, return_counts=True)
+    if np.any(counts < 2):
+        bad = ids[counts < 2][:10].tolist()
+        raise ValueError(
+            f"specimen: every specimen needs at least two scans for a CoV; "
+            f"{int((counts < 2).sum())} have one (e.g. {bad})"
+        )
+    sums = np.bincount(inverse, weights=vals, minlength=ids.size)
+    mean = sums / counts
+    sq = np.bincount(inverse, weights=(vals - mean[inverse]) ** 2, minlength=ids.size)
+    std = np.sqrt(sq / counts)
+    cov = std / np.maximum(np.abs(mean), eps)
+    return pl.DataFrame(
+        {
+            "specimen_id": ids.tolist(),
+            "n_scans": counts.astype(np.int64),
+            "mean": mean,
+            "std": std,
+            "cov": cov,
+            "near_zero": np.abs(mean) < near_zero_tol,
+        }
+    )
+
+
+def scanner_cov(
+    values: Sequence[float] | np.ndarray,
+    specimen: Sequence[str] | np.ndarray,
+    *,
+    eps: float = 1e-6,
+    on: ValueKind = "logit",
+) -> float:
+    """Mean over specimens of the per-specimen CoV (see `scanner_cov_per_specimen`)."""
+    table = scanner_cov_per_specimen(values, specimen, eps=eps, on=on)
+    return float(table["cov"].mean())
+
+
+def magnification_pairs(pred: pl.DataFrame, scanner: str = MAGNIFICATION_PAIR_SCANNER) -> pl.DataFrame:
+    """Rows of `pred` on `scanner` at 40x or 20x for specimens having both magnifications.
+
+    Raises ValueError naming the specimens that have only one of the two.
+    """
+    missing = {"specimen_id", "scanner", "magnification"} - set(pred.columns)
+    if missing:
+        raise ValueError(f"predictions: missing columns {sorted(missing)}")
+    rows = pred.filter((pl.col("scanner") == scanner) & pl.col("magnification").is_in([40, 20]))
+    n_mag = rows.group_by("specimen_id").agg(pl.col("magnification").n_unique().alias("n"))
+    single = n_mag.filter(pl.col("n") < 2)["specimen_id"].to_list()
+    if single:
+        raise ValueError(
+            f"predictions: magnification CoV needs {scanner} at both 40x and 20x; "
+            f"{len(single)} specimens have one (e.g. {sorted(single)[:10]})"
+        )
+    return rows
+
+
+def magnification_cov(
+    pred: pl.DataFrame, *, eps: float = 1e-6, on: ValueKind = "logit", value: str = "logit"
+) -> float:
+    """Mean CoV over the {GT450@40x, GT450@20x} pair of every specimen in `pred`."""
+    rows = magnification_pairs(pred)
+    if rows.height == 0:
+        raise ValueError("predictions: no GT450 40x/20x pair to compute a magnification CoV on")
+    return scanner_cov(rows[value].to_numpy(), rows["specimen_id"].to_numpy(), eps=eps, on=on)

@@ -1,0 +1,212 @@
+"""Embedding-level robustness to scanners: one entry point over the three metric modules.
+
+- `robustness_index` (PathoROB RI, `robustness_index.py`),
+- `cross_scanner_retrieval` / `wsi_retrieval` (plismbench top-k and cosine, `retrieval.py`),
+- `scanner_predictability` (specimen-grouped linear probe, `predictability.py`).
+
+The array functions take any (n, D) embedding (raw FM patches, mean embedding per WSI, phi's
+output). The `*_bags` helpers here read `scangen.store.Bags` / `RegisteredBags`: they keep the
+scans of one cohort at one magnification (by default the multi-scanner cohort at 40x, where each
+scanner appears once per specimen), say how many slides they kept, and build per-row labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scangen.metrics.predictability import PredictabilityResult, scanner_predictability
+from scangen.metrics.retrieval import (
+    DEFAULT_TOP_K,
+    TileRetrievalResult,
+    WsiRetrievalResult,
+    cross_scanner_retrieval,
+    wsi_retrieval,
+)
+from scangen.metrics.robustness_index import (
+    DEFAULT_K_CANDIDATES,
+    RobustnessIndexResult,
+    pathorob_k_candidates,
+    robustness_index,
+)
+
+__all__ = [
+    "DEFAULT_K_CANDIDATES",
+    "DEFAULT_TOP_K",
+    "PredictabilityResult",
+    "RobustnessIndexResult",
+    "TileRetrievalResult",
+    "WsiRetrievalResult",
+    "cross_scanner_retrieval",
+    "cross_scanner_retrieval_bags",
+    "pathorob_k_candidates",
+    "patch_table",
+    "robustness_index",
+    "robustness_index_bags",
+    "scanner_predictability",
+    "scanner_predictability_bags",
+    "select_scans",
+    "wsi_retrieval",
+    "wsi_retrieval_bags",
+]
+
+
+def select_scans(bags, cohort: str | None = "multiscanner", magnification: int | None = 40):
+    """The bags of `cohort` scanned at `magnification` (None keeps all); errors if none remain."""
+    slides = bags.slides
+    keep = np.ones(slides.height, dtype=bool)
+    for column, wanted in (("cohort", cohort), ("magnification", magnification)):
+        if wanted is None:
+            continue
+        if column not in slides.columns:
+            raise ValueError(f"slides table has no '{column}' column to select {column}={wanted!r}")
+        keep &= (slides[column] == wanted).to_numpy()
+    if not keep.any():
+        raise ValueError(
+            f"no slide has cohort={cohort!r} and magnification={magnification!r} "
+            f"({slides.height} slides in all)"
+        )
+    return bags if keep.all() else bags.select(np.flatnonzero(keep))
+
+
+def _scanner_labels(slides) -> np.ndarray:
+    """Scanner per slide; scanner@magnification when several magnifications are present."""
+    sc = slides["scanner"].cast(str).to_numpy()
+    if "magnification" in slides.columns and slides["magnification"].n_unique() > 1:
+        mag = slides["magnification"].cast(str).to_numpy()
+        sc = np.char.add(np.char.add(sc.astype(str), "@"), mag.astype(str))
+    return sc.astype(str)
+
+
+@dataclass(frozen=True)
+class PatchTable:
+    """Per-row arrays of a set of bags: features (m, D) and the labels of each row."""
+
+    features: np.ndarray
+    scanner: np.ndarray
+    specimen: np.ndarray
+    slide_index: np.ndarray
+    tissue_class: np.ndarray | None
+
+
+def patch_table(bags, max_patches_per_slide: int | None = None, seed: int = 0) -> PatchTable:
+    """Flatten bags to rows, optionally keeping at most `max_patches_per_slide` random rows each.
+
+    The subsample is drawn with `numpy.random.default_rng(seed)`, so it is reproducible.
+    """
+    lengths = np.diff(bags.offsets)
+    slide_of_row = np.repeat(np.arange(len(lengths)), lengths)
+    rows = np.arange(len(slide_of_row))
+    if max_patches_per_slide is not None:
+        if max_patches_per_slide < 1:
+            raise ValueError(f"max_patches_per_slide must be >= 1, got {max_patches_per_slide}")
+        rng = np.random.default_rng(seed)
+        rank = np.empty(len(rows), dtype=np.int64)
+        order = np.lexsort((rng.random(len(rows)), slide_of_row))
+        rank[order] = np.arange(len(rows)) - np.repeat(bags.offsets[:-1], lengths)
+        rows = np.flatnonzero(rank < max_patches_per_slide)
+    tissue = getattr(bags, "tissue_class", None)
+    return PatchTable(
+        features=np.asarray(bags.features[rows], dtype=np.float32),
+        scanner=_scanner_labels(bags.slides)[slide_of_row[rows]],
+        specimen=bags.slides["specimen_id"].cast(str).to_numpy()[slide_of_row[rows]],
+        slide_index=slide_of_row[rows],
+        tissue_class=None if tissue is None else np.asarray(tissue)[rows],
+    )
+
+
+def robustness_index_bags(
+    bags,
+    level: str = "patch",
+    label: str | None = None,
+    cohort: str | None = "multiscanner",
+    magnification: int | None = 40,
+    max_patches_per_slide: int | None = None,
+    seed: int = 0,
+    k: int | None = None,
+    k_candidates: Sequence[int] = DEFAULT_K_CANDIDATES,
+) -> RobustnessIndexResult:
+    """RI of a store's embeddings: patches labelled by `tissue_class` (level="patch"), or mean
+    embeddings per WSI labelled by the slides column `label` (level="slide")."""
+    sel = select_scans(bags, cohort, magnification)
+    if level == "patch":
+        table = patch_table(sel, max_patches_per_slide, seed)
+        if table.tissue_class is None:
+            raise ValueError(
+                "patch-level robustness index needs a biological label per patch, but these bags "
+                "carry no tissue_class (the embeddings table has no 'tissue_class' column)"
+            )
+        return robustness_index(
+            table.features, table.tissue_class, table.scanner, table.specimen, k, k_candidates
+        )
+    if level == "slide":
+        if label is None or label not in sel.slides.columns:
+            raise ValueError(
+                f"slide-level robustness index needs a biological label column in slides "
+                f"(label={label!r}; columns: {sel.slides.columns})"
+            )
+        return robustness_index(
+            sel.mean_embeddings(),
+            sel.slides[label].to_numpy(),
+            _scanner_labels(sel.slides),
+            sel.slides["specimen_id"].cast(str).to_numpy(),
+            k,
+            k_candidates,
+        )
+    raise ValueError(f"level must be 'patch' or 'slide', got {level!r}")
+
+
+def cross_scanner_retrieval_bags(
+    registered,
+    ks: Sequence[int] = DEFAULT_TOP_K,
+    cohort: str | None = "multiscanner",
+    magnification: int | None = 40,
+    pool: str = "scanner",
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> TileRetrievalResult:
+    """plismbench twin-tile retrieval on `scangen.store.RegisteredBags` (see `retrieval.py`)."""
+    sel = select_scans(registered, cohort, magnification)
+    lengths = np.diff(sel.offsets)
+    slide_of_row = np.repeat(np.arange(len(lengths)), lengths)
+    return cross_scanner_retrieval(
+        sel.features,
+        np.asarray(sel.tile_id),
+        _scanner_labels(sel.slides)[slide_of_row],
+        sel.slides["specimen_id"].cast(str).to_numpy()[slide_of_row],
+        ks,
+        pool=pool,
+        max_queries=max_queries,
+        seed=seed,
+    )
+
+
+def wsi_retrieval_bags(
+    bags,
+    ks: Sequence[int] = DEFAULT_TOP_K,
+    cohort: str | None = "multiscanner",
+    magnification: int | None = 40,
+) -> WsiRetrievalResult:
+    """Same-specimen retrieval between mean embeddings per WSI."""
+    sel = select_scans(bags, cohort, magnification)
+    return wsi_retrieval(sel.mean_embeddings(), sel.slides["specimen_id"].cast(str).to_numpy(), ks)
+
+
+def scanner_predictability_bags(
+    bags,
+    cohort: str | None = "multiscanner",
+    magnification: int | None = 40,
+    n_splits: int = 5,
+    seed: int = 0,
+) -> PredictabilityResult:
+    """Scanner predictability from the mean embedding of each WSI."""
+    sel = select_scans(bags, cohort, magnification)
+    return scanner_predictability(
+        sel.mean_embeddings(),
+        _scanner_labels(sel.slides),
+        sel.slides["specimen_id"].cast(str).to_numpy(),
+        n_splits=n_splits,
+        seed=seed,
+    )

@@ -1,0 +1,130 @@
+"""What the paper (`paper/index.qmd`) reads: the published set's result files, and the original paper's
+reported numbers to set beside ours.
+
+The article never types a result: its code cells call `ArticleData.load()`, which finds the set
+whose notebooks are published in `build/notebooks/` (`active-set.json`) and reads that set's
+`results/<set>/*.json`, so embedded figures and numbers in the text always come from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scangen.constants import REAL_MODEL_OF
+from scangen.pipeline.layout import Layout
+from scangen.pipeline.runner import active_set
+
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float, float]]] = {
+    "Phikon": {"baseline": (0.738, 0.389, 0.158), "scangen": (0.768, 0.121, 0.053)},
+    "UNI": {"baseline": (0.733, 0.401, 0.116), "scangen": (0.744, 0.318, 0.089)},
+    "Virchow": {"baseline": (0.744, 0.443, 0.125), "scangen": (0.758, 0.206, 0.077)},
+    "Gigapath": {"baseline": (0.736, 0.450, 0.174), "scangen": (0.770, 0.414, 0.193)},
+    "H-Optimus-0": {"baseline": (0.821, 0.324, 0.117), "scangen": (0.835, 0.215, 0.108)},
+}
+"""Table 1 of Carloni et al. (2025) as printed: (EGFR AUC, scanner CoV, magnification CoV) per FM."""
+
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "gap": {"baseline": (0.821, 0.324), "scangen": (0.835, 0.215)},
+    "abmil": {"baseline": (0.828, 0.251), "scangen": (0.835, 0.224)},
+    "dsmil": {"baseline": (0.834, 0.265), "scangen": (0.828, 0.214)},
+    "slotmil": {"baseline": (0.822, 0.338), "scangen": (0.826, 0.227)},
+}
+"""Table 2 of Carloni et al. (2025), H-Optimus-0 features: (EGFR AUC, scanner CoV) per MIL head."""
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for the text: fixed digits, an en dash for a missing or non-finite value."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    """A signed percentage, e.g. `-68.9%`."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:+.{digits}f}%"
+
+
+@dataclass(frozen=True)
+class ArticleData:
+    """The published parameter set and its results folder."""
+
+    param_set: str
+    results_dir: Path
+
+    @classmethod
+    def load(cls, layout: Layout | None = None) -> "ArticleData":
+        """The set published in `build/notebooks/`; a clear error if the pipeline never ran."""
+        layout = layout or Layout.default()
+        record = active_set(layout)
+        if record is None:
+            raise FileNotFoundError(f"{layout.executed / 'active-set.json'} not found: run "
+                                    "`python -m scangen.pipeline run` (or `quarto render`, whose "
+                                    "pre-render step runs it) before rendering the paper")
+        return cls(record["param_set"], layout.results_dir(record["param_set"]))
+
+    def json(self, name: str) -> dict[str, Any]:
+        """`results/<set>/<name>.json`, naming the file when it is missing."""
+        path = self.results_dir / f"{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: result file not found; the notebook that writes "
+                                    f"{name}.json did not run for set {self.param_set!r}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def table1_comparison_rows(table1: dict[str, Any]) -> list[list[str]]:
+    """Rows `[FM, ScanGen, paper AUC, ours AUC, paper CoV, ours CoV, paper mag CoV, ours mag CoV]`.
+
+    `table1` is `results/<set>/table1.json`; simulated FMs are matched to the paper's rows by
+    `scangen.constants.REAL_MODEL_OF`. Our relative changes follow the values in brackets.
+    """
+    rows: list[list[str]] = []
+    for fm, entry in table1["fms"].items():
+        real = entry.get("real_model") or REAL_MODEL_OF.get(fm, fm)
+        paper = PAPER_TABLE1.get(real)
+        for side in ("baseline", "scangen"):
+            ours = entry.get(side)
+            if ours is None:
+                continue
+            theirs = paper[side] if paper else (None, None, None)
+            rel = entry.get("rel_change", {}) if side == "scangen" else {}
+            cells = [f"{fm} ({real})" if side == "baseline" else "", "yes" if side == "scangen" else "no"]
+            for i, metric in enumerate(("auc", "scanner_cov", "mag_cov")):
+                ours_text = fmt(ours.get(f"{metric}_mean"))
+                if rel.get(metric) is not None:
+                    ours_text += f" ({pct(rel[metric])})"
+                cells += [fmt(theirs[i]), ours_text]
+            rows.append(cells)
+    return rows
+
+
+def table2_comparison_rows(table2: dict[str, Any]) -> list[list[str]]:
+    """Rows `[head, ScanGen, paper AUC, ours AUC, paper CoV, ours CoV]` from the MIL results JSON."""
+    rows: list[list[str]] = []
+    for head, entry in table2["heads"].items():
+        paper = PAPER_TABLE2.get(head)
+        for side in ("baseline", "scangen"):
+            ours = entry.get(side)
+            if ours is None:
+                continue
+            theirs = paper[side] if paper else (None, None)
+            rows.append([entry.get("label", head) if side == "baseline" else "",
+                         "yes" if side == "scangen" else "no",
+                         fmt(theirs[0]), fmt(ours.get("auc_mean")), fmt(theirs[1]), fmt(ours.get("scanner_cov_mean"))])
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """A pipe table (Quarto renders it in HTML and Typst alike)."""
+    align = align or "l" * 2 + "r" * (len(header) - 2)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""The embedding store: Parquet tables of slides and patch embeddings, validated at the boundary.
+
+Public API (see DESIGN.md and data/README.md):
+    write_slides, write_embeddings, write_registered, write_meta, write_store   -- atomic writers
+    read_slides, read_meta, list_models, load_bags, load_registered            -- validated readers
+    Bags, RegisteredBags                                                        -- flat bags in memory
+    StoreValidationError                                                        -- every schema error
+Importers of real TRIDENT/CLAM feature folders live in scangen.store.importers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import polars as pl
+
+from .bags import Bags, RegisteredBags
+from .reader import list_models, load_bags, load_registered, read_meta, read_slides
+from .schema import StoreValidationError
+from .writer import write_embeddings, write_meta, write_registered, write_slides
+
+
+def write_store(store: Path, slides: pl.DataFrame, bags: Mapping[str, Bags], meta: Mapping) -> Path:
+    """Write a whole store: slides, one embedding table per model in `bags`, then meta.json.
+
+    meta["models"] is completed with each model's D from `bags`; returns the store folder.
+    """
+    store = Path(store)
+    models = dict(meta.get("models", {}))
+    for fm, b in bags.items():
+        models[fm] = b.dim
+    full_meta = {**meta, "models": models}
+    write_slides(store, slides)
+    for fm, b in bags.items():
+        write_embeddings(store, fm, b.slide_ids, b.offsets, b.features, b.coords, b.tissue_class)
+    write_meta(store, full_meta)
+    return store
+
+
+__all__ = [
+    "Bags",
+    "RegisteredBags",
+    "StoreValidationError",
+    "list_models",
+    "load_bags",
+    "load_registered",
+    "read_meta",
+    "read_slides",
+    "write_embeddings",
+    "write_meta",
+    "write_registered",
+    "write_slides",
+    "write_store",
+]

@@ -1,0 +1,126 @@
+"""Paper-style formatting of result tables as Markdown (renders in HTML and in Quarto's typst PDF).
+
+Numbers are formatted, never changed: "0.768 [0.70, 0.83]" is a seed mean with its interval, and
+"0.121 (-68.9%)" a ScanGen value with its relative change against the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import polars as pl
+
+from scangen.constants import REAL_MODEL_OF
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A number with `digits` decimals, or an en dash for missing/NaN."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(mean: float | None, lo: float | None, hi: float | None, digits: int = 3) -> str:
+    """'mean [lo, hi]', or just the mean when the interval is missing."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
+
+
+def fmt_change(value: float | None, change: float | None, digits: int = 3) -> str:
+    """'value (+x.x%)' with the relative change in percent, or the value alone."""
+    if change is None or not math.isfinite(change):
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} ({change:+.1f}%)"
+
+
+def to_markdown(df: pl.DataFrame, align: Sequence[str] | None = None) -> str:
+    """A pipe table of the frame's values as strings (`align` per column: 'l', 'r' or 'c')."""
+    cols = df.columns
+    marks = {"l": ":--", "r": "--:", "c": ":-:"}
+    align = list(align) if align is not None else ["l"] * len(cols)
+    if len(align) != len(cols):
+        raise ValueError(f"align: expected {len(cols)} entries, got {len(align)}")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    for row in df.iter_rows():
+        lines.append("| " + " | ".join("" if v is None else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def table1_display(table: pl.DataFrame) -> pl.DataFrame:
+    """Table 1 layout: model, ScanGen yes/no, AUC [CI], scanner CoV (change), magnification CoV (change)."""
+    rows = []
+    for r in table.iter_rows(named=True):
+        sg = bool(r["use_scangen"])
+        rows.append({
+            "Embedding": f"{r['fm']} ({REAL_MODEL_OF.get(r['fm'], r['fm'])})",
+            "Use ScanGen": "Yes" if sg else "No",
+            "EGFR AUC ↑": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+            "Scanner CoV ↓": fmt_change(r["scanner_cov_mean"], r.get("scanner_cov_rel_change") if sg else None),
+            "Magnification CoV ↓": fmt_change(r["mag_cov_mean"], r.get("mag_cov_rel_change") if sg else None),
+            "Flip rate ↓": fmt(r["flip_rate_mean"]),
+            "Seeds": str(r["n_seeds"]),
+        })
+    return pl.DataFrame(rows)
+
+
+def mil_display(table: pl.DataFrame, labels: dict[str, str]) -> pl.DataFrame:
+    """Table 2 layout: one row per training (EGFR, EGFR + ScanGen), AUC and CoV per MIL head."""
+    heads = table["head"].unique(maintain_order=True).to_list()
+    rows = []
+    for sg in (False, True):
+        row = {"MIL approach": "EGFR + ScanGen" if sg else "EGFR"}
+        for h in heads:
+            r = table.filter((pl.col("head") == h) & (pl.col("use_scangen") == sg)).row(0, named=True)
+            lab = labels.get(h, h)
+            row[f"{lab} AUC ↑"] = fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"])
+            row[f"{lab} CoV ↓"] = fmt_change(r["scanner_cov_mean"], r.get("scanner_cov_rel_change") if sg else None)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def ablation_display(by_size: pl.DataFrame) -> pl.DataFrame:
+    """Per subset size: number of subsets and CoV gain (mean, sd, range) in percent."""
+    return pl.DataFrame([
+        {"Scanners in ScanGen": str(r["size"]), "Subsets": str(r["n_subsets"]),
+         "Mean CoV gain (%)": fmt(r["gain_mean"], 1), "SD (%)": fmt(r["gain_sd"], 1),
+         "Range (%)": f"{fmt(r['gain_min'], 1)} to {fmt(r['gain_max'], 1)}"}
+        for r in by_size.iter_rows(named=True)
+    ])
+
+
+def origin(df: pl.DataFrame, simulated: bool) -> pl.DataFrame:
+    """Rename the first column to say where the data come from, e.g. 'Embedding (simulated data)'."""
+    first = df.columns[0]
+    return df.rename({first: f"{first} ({'simulated' if simulated else 'real'} data)"})
+
+
+def scanner_bias_display(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Embedding-level robustness per FM; published values beside ours where the table has them."""
+    rows = []
+    for r in metrics.iter_rows(named=True):
+        row = {
+            "Model": f"{r['fm']} ({REAL_MODEL_OF.get(r['fm'], r['fm'])})",
+            "Robustness index ↑": fmt(r.get("robustness_index")),
+            "WSI retrieval top-1 ↑": fmt(r.get("wsi_top1")),
+            "Tile retrieval top-10 ↑": fmt(r.get("tile_top10")),
+            "Scanner predictability ↓": f"{fmt(r.get('scanner_predictability'))} ({fmt(r.get('predictability_chance'), 2)})",
+            "Silhouette scanner / specimen": f"{fmt(r.get('umap_silhouette_scanner'), 2)} / {fmt(r.get('umap_silhouette_specimen'), 2)}",
+        }
+        for col in sorted(c for c in metrics.columns if c.startswith("published")):
+            value = r[col]
+            row[col.replace("_", " ").capitalize()] = fmt(value) if isinstance(value, (int, float)) or value is None else str(value)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def best_worst_display(best_worst: dict) -> pl.DataFrame:
+    """One row per scanner: times in a best subset and in a worst subset (sizes counted)."""
+    best, worst = best_worst["scanner_counts"]["best"], best_worst["scanner_counts"]["worst"]
+    sizes = ", ".join(str(k) for k in best_worst["sizes_counted"])
+    return pl.DataFrame([
+        {"Scanner": s, f"In best subsets (sizes {sizes})": str(best.get(s, 0)),
+         f"In worst subsets (sizes {sizes})": str(worst.get(s, 0))}
+        for s in sorted(set(best) | set(worst), key=lambda s: (-best.get(s, 0), worst.get(s, 0), s))
+    ])

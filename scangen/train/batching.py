@@ -1,0 +1,128 @@
+"""Vectorised collation of bags into padded batches on the training device.
+
+All patch embeddings live in one (N_total, D) tensor with int64 offsets (`BagTensors`), on the
+training device when they fit, so a batch is one gather: no per-bag Python loop, no host copy per
+step. A batch of B bags becomes x (B, N, D) and mask (B, N) (True = real patch), N = the longest
+(possibly subsampled) bag. In training each bag longer than `max_patches` keeps a uniform random
+subset of `max_patches` patches (random keys + top-k per row); at inference every patch is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scangen.store.bags import Bags
+
+DEVICE_MEMORY_SHARE = 0.5
+"""Largest share of free accelerator memory the feature tensor may take before it stays on the host."""
+
+
+@dataclass
+class BagTensors:
+    """Bags as tensors: features (N_total, D) on `storage` device, offsets (n + 1,), lengths (n,),
+    slide-mean embeddings (n, D) float32 on the compute device `device`."""
+
+    features: Tensor
+    offsets: Tensor
+    lengths: Tensor
+    means: Tensor
+    device: torch.device
+
+    @property
+    def storage(self) -> torch.device:
+        """Device holding the patch features (the compute device unless they did not fit)."""
+        return self.features.device
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @classmethod
+    def from_bags(cls, bags: Bags, device: torch.device) -> "BagTensors":
+        """Move `bags` to `device` once (CPU: zero-copy view of the numpy arrays).
+
+        On an accelerator the features stay on the host (pinned) when they exceed
+        DEVICE_MEMORY_SHARE of its free memory; batches are then copied per step.
+        """
+        lengths = bags.lengths
+        if len(bags) and int(lengths.min()) == 0:
+            raise ValueError("bags: every slide needs at least one patch; empty bags found")
+        feats = torch.from_numpy(np.ascontiguousarray(bags.features))
+        storage = device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if feats.numel() * feats.element_size() > DEVICE_MEMORY_SHARE * free:
+                storage = torch.device("cpu")
+                feats = feats.pin_memory()
+        means = torch.from_numpy(bags.mean_embeddings()).to(device)
+        return cls(
+            features=feats.to(storage),
+            offsets=torch.from_numpy(np.asarray(bags.offsets, dtype=np.int64)).to(storage),
+            lengths=torch.from_numpy(lengths.astype(np.int64)).to(storage),
+            means=means,
+            device=device,
+        )
+
+
+def collate(
+    bt: BagTensors,
+    indices: Tensor | np.ndarray,
+    max_patches: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Padded batch of bags `indices`: x (B, N, D) float32 on `bt.device`, mask (B, N) bool.
+
+    With `max_patches`, bags longer than it keep a uniform random subset drawn with `generator`
+    (which must live on `bt.storage`); padded rows of x are zero.
+    """
+    idx = torch.as_tensor(indices, dtype=torch.int64, device=bt.storage).reshape(-1)
+    if idx.numel() == 0:
+        raise ValueError("indices: expected at least one bag, got none")
+    if int(idx.min()) < 0 or int(idx.max()) >= len(bt):
+        raise IndexError(f"indices: bag indices out of range for {len(bt)} bags")
+    if max_patches is not None and max_patches < 1:
+        raise ValueError(f"max_patches: expected None or a positive integer, got {max_patches}")
+    lengths = bt.lengths[idx]
+    l_max = int(lengths.max())
+    n_max = l_max if max_patches is None else min(l_max, int(max_patches))
+    cols = torch.arange(l_max, device=bt.storage)
+    if n_max < l_max:
+        keys = torch.rand((idx.numel(), l_max), generator=generator, device=bt.storage)
+        keys = keys.masked_fill(cols[None, :] >= lengths[:, None], 2.0)
+        local = torch.topk(keys, n_max, dim=1, largest=False, sorted=True).indices
+        kept = torch.clamp(lengths, max=n_max)
+    else:
+        local = cols[None, :].expand(idx.numel(), l_max)
+        kept = lengths
+    mask = torch.arange(n_max, device=bt.storage)[None, :] < kept[:, None]
+    rows = torch.where(mask, bt.offsets[idx][:, None] + local, torch.zeros((), dtype=torch.int64, device=bt.storage))
+    x = bt.features[rows.reshape(-1)].reshape(idx.numel(), n_max, bt.dim)
+    x = x.to(bt.device, dtype=torch.float32, non_blocking=True)
+    mask = mask.to(bt.device, non_blocking=True)
+    return x.masked_fill_(~mask[..., None], 0.0), mask
+
+
+def inference_batches(lengths: np.ndarray, patch_budget: int) -> list[np.ndarray]:
+    """Group bag positions so each padded batch holds at most `patch_budget` patch slots.
+
+    Bags are sorted by length (longest first) to limit padding; a bag longer than the budget
+    forms a batch on its own. Every position appears exactly once.
+    """
+    if patch_budget < 1:
+        raise ValueError(f"patch_budget: expected a positive integer, got {patch_budget}")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < order.size:
+        longest = int(lengths[order[start]])
+        size = max(1, patch_budget // max(longest, 1))
+        batches.append(order[start : start + size])
+        start += size
+    return batches

@@ -1,0 +1,154 @@
+"""`TrainConfig`: every knob of one training run, flat, documented and saved with each checkpoint.
+
+The paper's hyper-parameter ranges were lost in extraction (see shared/spec/method.md); defaults
+below are our choices inside the ranges the spec suggests and are swept by the notebooks.
+`config_hash` identifies a run by everything that can change its numbers (not by progress bars or
+output paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from scangen.constants import SCANNERS_40X
+
+HEADS = ("gap", "abmil", "abmil_gated", "dsmil", "slotmil")
+SCANGEN_LEVELS = ("slide", "patch")
+SELECT_METRICS = ("auc", "loss", "auc_cov")
+NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint"})
+"""Fields that cannot change a run's numbers, so they are left out of `config_hash`."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One experiment. Defaults: GAP head, baseline (ScanGen off), quick CPU-sized training.
+
+    Data: `store` (folder of the embedding store; optional when bags are passed in), `fm` (model
+    name in the store).
+    Model: `head` (one of HEADS), `head_kwargs` (extra keyword arguments of the head), `hidden_dim`
+    (H of phi; None = `default_hidden_dim(D)`, 256-512), `dropout` of phi.
+    ScanGen: `use_scangen`, `lam` (lambda, weight of the ScanGen loss, default 1.0), `alpha`
+    (attraction weight; 1 - alpha weighs repulsion; default 0.5), `margin` (cosine-distance
+    radius m of the repulsion hinge; default 0.75), `scangen_level` ("slide": one item per WSI, its
+    mean patch embedding; "patch": `scangen_patches` random patches per WSI, each labelled with
+    its WSI's specimen and scanner), `scanner_subset` (40x scanners whose scans feed the ScanGen
+    branch), `include_20x_in_scangen` (add GT450@20x scans as a scanner of their own), `scangen_k`
+    (K specimens per ScanGen batch, each with all its scans in the subset).
+    Task branch: `task_batch_size` bags per step, `max_patches_train` random patches per bag in
+    training (None = all); inference always uses every patch.
+    Optimisation: AdamW (`lr`, `weight_decay`), `max_steps`, validation every `eval_every` steps,
+    early stopping after `patience` evaluations without improvement of `select_metric` on the
+    validation split: "auc" (val AUC over 40x multiscanner WSIs, ties broken by lower val BCE),
+    "loss" (val BCE) or "auc_cov" (val AUC - `cov_weight` * val scanner CoV of logits).
+    Reproducibility: `seed` (weights, sampling), `split_seed` and `split_fractions`
+    (scangen_train/val/test of the multiscanner cohort).
+    Hardware: `device` ("auto" = CUDA > MPS > CPU, or a torch device string), `amp` (mixed precision,
+    applied on CUDA only), `eval_patch_budget` (max padded patches per inference batch).
+    Outputs (not hashed): `progress` (tqdm bars), `output` (Parquet path of predictions),
+    `checkpoint` (path of the model checkpoint), `predict_task` (also predict task-cohort WSIs).
+    """
+
+    store: str | None = None
+    fm: str = "uni-sim"
+    head: str = "gap"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    hidden_dim: int | None = None
+    dropout: float = 0.1
+    use_scangen: bool = False
+    lam: float = 1.0
+    alpha: float = 0.5
+    margin: float = 0.75
+    scangen_level: str = "slide"
+    scanner_subset: tuple[str, ...] = SCANNERS_40X
+    include_20x_in_scangen: bool = False
+    scangen_k: int = 8
+    scangen_patches: int = 8
+    task_batch_size: int = 16
+    max_patches_train: int | None = 128
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    max_steps: int = 400
+    eval_every: int = 25
+    patience: int = 6
+    select_metric: str = "auc"
+    cov_weight: float = 0.1
+    seed: int = 0
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    device: str = "auto"
+    amp: bool = True
+    eval_patch_budget: int = 262_144
+    predict_task: bool = False
+    progress: bool = True
+    output: str | None = None
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scanner_subset", tuple(self.scanner_subset))
+        object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
+        object.__setattr__(self, "head_kwargs", dict(self.head_kwargs))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed values."""
+        checks: list[tuple[bool, str, str]] = [
+            (self.head in HEADS, "head", f"one of {HEADS}"),
+            (self.scangen_level in SCANGEN_LEVELS, "scangen_level", f"one of {SCANGEN_LEVELS}"),
+            (self.select_metric in SELECT_METRICS, "select_metric", f"one of {SELECT_METRICS}"),
+            (len(self.scanner_subset) >= 2 or not self.use_scangen, "scanner_subset", "at least two scanners"),
+            (all(s in SCANNERS_40X for s in self.scanner_subset), "scanner_subset", f"codes from {SCANNERS_40X}"),
+            (len(set(self.scanner_subset)) == len(self.scanner_subset), "scanner_subset", "distinct codes"),
+            (self.lam >= 0, "lam", "a non-negative number"),
+            (0.0 <= self.alpha <= 1.0, "alpha", "a number in [0, 1]"),
+            (0.0 < self.margin <= 2.0, "margin", "a cosine distance in (0, 2]"),
+            (self.scangen_k >= 2, "scangen_k", "an integer >= 2"),
+            (self.scangen_patches >= 1, "scangen_patches", "a positive integer"),
+            (self.task_batch_size >= 1, "task_batch_size", "a positive integer"),
+            (self.max_patches_train is None or self.max_patches_train >= 1, "max_patches_train", "None or >= 1"),
+            (self.hidden_dim is None or self.hidden_dim >= 1, "hidden_dim", "None or a positive integer"),
+            (0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)"),
+            (self.lr > 0, "lr", "a positive number"),
+            (self.weight_decay >= 0, "weight_decay", "a non-negative number"),
+            (self.max_steps >= 1, "max_steps", "a positive integer"),
+            (self.eval_every >= 1, "eval_every", "a positive integer"),
+            (self.patience >= 1, "patience", "a positive integer"),
+            (len(self.split_fractions) == 3, "split_fractions", "three fractions"),
+            (self.eval_patch_budget >= 1, "eval_patch_budget", "a positive integer"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type dict (tuples as lists) safe for JSON and `torch.load(weights_only=True)`."""
+        out = asdict(self)
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Inverse of `to_dict`; unknown keys raise ValueError naming them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """Copy with `changes` applied (validated)."""
+        return replace(self, **changes)
+
+    def __hash__(self) -> int:
+        return hash(config_hash(self))
+
+
+def config_hash(config: TrainConfig, length: int = 12) -> str:
+    """Stable hex digest of every result-relevant field (sorted-key JSON, SHA-256)."""
+    data = {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_FIELDS}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]

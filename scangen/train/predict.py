@@ -1,0 +1,42 @@
+"""Inference: logits for any set of bags with every patch, in padded batches bounded by a patch budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from scangen.models import MILModel
+from scangen.train.batching import BagTensors, collate, inference_batches
+from scangen.train.device import autocast
+
+
+@torch.no_grad()
+def predict_logits(
+    model: MILModel,
+    bt: BagTensors,
+    positions: np.ndarray,
+    *,
+    patch_budget: int = 262_144,
+    amp: torch.dtype | None = None,
+) -> np.ndarray:
+    """Logits (len(positions),) float64 of bags `positions`, all patches used, model in eval mode.
+
+    Bags are grouped by length so a padded batch holds at most `patch_budget` patch slots; the
+    model's training mode is restored afterwards.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    out = np.empty(positions.size, dtype=np.float64)
+    if positions.size == 0:
+        return out
+    was_training = model.training
+    model.eval()
+    try:
+        lengths = bt.lengths.cpu().numpy()[positions]
+        for batch in inference_batches(lengths, patch_budget):
+            x, mask = collate(bt, positions[batch])
+            with autocast(bt.device, amp):
+                logits = model(x, mask).logits
+            out[batch] = logits.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,174 @@
+"""The numbered notebooks, executed end to end under the smoke parameter set on a tiny simulated cohort.
+
+One session-scoped run of the pipeline (`scangen.pipeline`, papermill) into a temporary root; the
+tests then check the sources (generated, output-free, literal parameters), the executed copies (every
+Quarto-labelled cell has its output), and the result files (schemas, value ranges, simulated flags,
+reuse of cached training across notebooks).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import polars as pl
+import pytest
+
+from scangen import paths
+
+NOTEBOOKS = ["01_data", "02_scanner_bias", "03_table1", "04_ablation", "05_mil_extensions"]
+LABELS = {
+    "01_data": {"tbl-cohort", "tbl-scans"},
+    "02_scanner_bias": {"fig-umap", "tbl-embedding-metrics"},
+    "03_table1": {"tbl-table1", "fig-cov-auc"},
+    "04_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-counts"},
+    "05_mil_extensions": {"tbl-mil", "fig-mil"},
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _labels(cell) -> list[str]:
+    return [line.split(":", 1)[1].strip() for line in cell.source.splitlines() if line.startswith("#| label:")]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the smoke set into a temporary root once; returns the layout, set and report."""
+    from scangen.pipeline.layout import Layout
+    from scangen.pipeline.params import load_param_set
+    from scangen.pipeline.runner import run
+
+    root = tmp_path_factory.mktemp("smoke_root")
+    layout = Layout.under(root, sources_from=Layout.default())
+    report = run("smoke", layout, log=lambda _msg: None)
+    pset = load_param_set("smoke", layout)
+    return {"layout": layout, "report": report, "pset": pset, "results": layout.results_dir("smoke")}
+
+
+def _executed(smoke_run: dict, name: str) -> nbformat.NotebookNode:
+    return nbformat.read(smoke_run["layout"].executed / f"{name}.ipynb", as_version=4)
+
+
+def _json(smoke_run: dict, name: str) -> dict:
+    return json.loads((smoke_run["results"] / f"{name}.json").read_text())
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+def test_sources_are_generated_and_up_to_date():
+    script = paths.ROOT / "scripts" / "make_notebooks.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_source_has_literal_parameters_first_and_no_outputs(name):
+    nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert nb.cells[0].cell_type == "markdown" and "Outputs" in nb.cells[0].source
+    for node in ast.parse(code[0].source).body:
+        assert isinstance(node, ast.Assign), f"{name}: parameters cell may only assign literals"
+        ast.literal_eval(node.value)
+    assert {"param_set", "results_dir", "store_dir", "size", "seed"} <= {
+        n.targets[0].id for n in ast.parse(code[0].source).body}
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    found = {lab for c in code for lab in _labels(c)}
+    assert found == LABELS[name]
+
+
+# --- executed copies ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_labelled_cell_has_its_output(smoke_run, name):
+    nb = _executed(smoke_run, name)
+    seen = set()
+    for cell in nb.cells:
+        for label in _labels(cell) if cell.cell_type == "code" else []:
+            seen.add(label)
+            kinds = {k for out in cell.outputs for k in out.get("data", {})}
+            assert not any(out.get("output_type") == "error" for out in cell.outputs)
+            if label.startswith("fig-"):
+                assert "image/png" in kinds, f"{name}#{label}: no PNG output"
+                assert "#| fig-cap:" in cell.source
+            else:
+                assert "text/markdown" in kinds, f"{name}#{label}: no table output"
+                assert "#| tbl-cap:" in cell.source
+                assert "(simulated data)" in "".join(o["data"]["text/markdown"] for o in cell.outputs if "data" in o)
+    assert seen == LABELS[name]
+
+
+# --- result files ------------------------------------------------------------------------------
+
+def test_every_result_table_and_json_says_simulated(smoke_run):
+    res = smoke_run["results"]
+    tables = sorted(res.glob("*.parquet"))
+    assert {"table1", "table1_runs", "ablation_subsets", "mil_table", "scanner_bias_umap", "cohort"} <= {p.stem for p in tables}
+    for path in tables:
+        df = pl.read_parquet(path)
+        assert df.height > 0, path.name
+        assert df["simulated"].dtype == pl.Boolean and df["simulated"].all(), path.name
+    for path in res.glob("*.json"):
+        if path.name != "manifest.json":
+            assert json.loads(path.read_text())["simulated"] is True, path.name
+
+
+def test_figures_exported_as_png_and_svg(smoke_run):
+    figs = smoke_run["results"] / "figures"
+    for stem in ("fig1_cov_auc", "fig3_umap", "fig4_ablation", "fig_mil"):
+        assert (figs / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC
+        assert (figs / f"{stem}.svg").read_text().lstrip().startswith("<svg")
+
+
+def test_table1_json_values_and_relative_change(smoke_run):
+    doc = _json(smoke_run, "table1")
+    fms = smoke_run["pset"].shared["fms"]
+    assert sorted(doc["fms"]) == sorted(fms)
+    assert doc["strongest_fm"] in fms
+    for entry in doc["fms"].values():
+        base, sg = entry["baseline"], entry["scangen"]
+        for side in (base, sg):
+            assert 0.0 <= side["auc_mean"] <= 1.0
+            assert side["scanner_cov_mean"] >= 0 and side["mag_cov_mean"] >= 0
+        expected = 100 * (sg["scanner_cov_mean"] - base["scanner_cov_mean"]) / base["scanner_cov_mean"]
+        assert math.isclose(entry["rel_change"]["scanner_cov"], expected, rel_tol=1e-9)
+
+
+def test_scanner_bias_numbers_in_range(smoke_run):
+    doc = _json(smoke_run, "scanner_bias")
+    assert sorted(doc["fms"]) == sorted(smoke_run["pset"].shared["fms"])
+    for row in doc["fms"].values():
+        assert 0.0 <= row["robustness_index"] <= 1.0
+        assert 0.0 <= row["scanner_predictability"] <= 1.0
+        assert 0.0 <= row["wsi_top1"] <= 1.0
+    umap = pl.read_parquet(smoke_run["results"] / "scanner_bias_umap.parquet")
+    assert umap.select(pl.col("umap_1", "umap_2").is_finite().all()).row(0) == (True, True)
+
+
+def test_ablation_reuses_table1_runs_and_counts(smoke_run):
+    doc = _json(smoke_run, "ablation")
+    n_sub = smoke_run["pset"].notebook("04_ablation").overrides["max_subsets"]
+    assert doc["n_subsets"] == n_sub and doc["n_subsets_possible"] == 57
+    runs = pl.read_parquet(smoke_run["results"] / "ablation_runs.parquet")
+    # the baseline and the all-six-scanner ScanGen run are Table 1's runs: served by the run cache
+    reused = runs.filter(~pl.col("use_scangen") | (pl.col("n_scanners") == 6))
+    assert reused.height >= 2 and reused["cached"].all()
+    counts = doc["best_worst"]["scanner_counts"]
+    for side in ("best", "worst"):
+        sizes = doc["best_worst"]["sizes_counted"]
+        assert sum(counts[side].values()) == sum(sizes)  # top_k = 1 subset of size k per counted size
+
+
+def test_mil_table_heads_and_gap_reuse(smoke_run):
+    doc = _json(smoke_run, "mil_table")
+    heads = smoke_run["pset"].notebook("05_mil_extensions").overrides["heads"]
+    assert sorted(doc["heads"]) == sorted(heads)
+    runs = pl.read_parquet(smoke_run["results"] / "mil_runs.parquet")
+    assert runs.filter(pl.col("head") == "gap")["cached"].all()
+    for entry in doc["heads"].values():
+        assert 0.0 <= entry["scangen"]["auc_mean"] <= 1.0

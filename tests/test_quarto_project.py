@@ -1,0 +1,179 @@
+"""Structure of the Quarto manuscript: config, embeds, cross-references, citations, figures, numbers.
+
+Static checks read `_quarto.yml`, `paper/index.qmd`, `paper/references.bib` and the source notebooks.
+The others use one smoke run of the pipeline (session fixture) into a root kept in pytest's cache
+folder, so that the pipeline's own cache makes later test sessions reuse it: a notebook is
+re-executed only when its source, parameters, the scangen source or upstream outputs changed.
+Quarto itself is not needed (and not imitated): these are the preconditions of `quarto render`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scangen import paths
+from scangen.pipeline import Layout, load_param_set, run
+from scangen.pipeline.article import ArticleData
+
+ROOT = paths.ROOT
+CONFIG = yaml.safe_load((ROOT / "_quarto.yml").read_text(encoding="utf-8"))
+ARTICLE = ROOT / CONFIG["manuscript"]["article"]
+TEXT = ARTICLE.read_text(encoding="utf-8")
+BIB = ROOT / CONFIG["bibliography"]
+EMBED = re.compile(r"\{\{<\s*embed\s+([^#\s]+)#([\w-]+)(?:\s[^>]*)?>\}\}")
+CROSSREF_PREFIXES = ("fig", "tbl", "eq", "sec")
+
+
+def _code_sources(notebook: Path) -> list[str]:
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _labels_in_code(sources: list[str]) -> set[str]:
+    return {m for s in sources for m in re.findall(r"^#\|\s*label:\s*([\w-]+)\s*$", s, re.M)}
+
+
+def _article_labels() -> set[str]:
+    cells = re.findall(r"```\{python\}\n(.*?)```", TEXT, re.S)
+    return _labels_in_code(cells) | set(re.findall(r"\{#((?:fig|tbl|eq|sec)-[\w-]+)\}", TEXT))
+
+
+def _embeds() -> list[tuple[Path, str]]:
+    """(executed notebook path relative to the repository, label) of every embed in the article."""
+    out = []
+    for target, label in EMBED.findall(TEXT):
+        resolved = (ARTICLE.parent / target).resolve()
+        out.append((resolved.relative_to(ROOT.resolve()), label))
+    return out
+
+
+def _prose() -> str:
+    """The article without code cells, inline code and math (where `@` never means a citation)."""
+    text = re.sub(r"```.*?```", "", TEXT, flags=re.S)
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.sub(r"\$\$.*?\$\$|\$[^$]*\$", "", text, flags=re.S)
+
+
+def _citations() -> set[str]:
+    keys = set(re.findall(r"(?<![\w.])-?@([A-Za-z][\w:-]*[A-Za-z0-9])", _prose()))
+    return {k for k in keys if k.split("-", 1)[0] not in CROSSREF_PREFIXES}
+
+
+def _crossrefs() -> set[str]:
+    keys = set(re.findall(r"(?<![\w.])@((?:fig|tbl|eq|sec)-[\w-]*[A-Za-z0-9])", _prose()))
+    return keys
+
+
+# --- static structure -----------------------------------------------------------------------------
+
+def test_quarto_config_is_a_manuscript_with_prerender_and_formats() -> None:
+    project = CONFIG["project"]
+    assert project["type"] == "manuscript"
+    assert "scangen.pipeline run" in project["pre-render"]
+    assert project["render"] == [CONFIG["manuscript"]["article"]], "only the article is rendered as a page"
+    assert ARTICLE.is_file() and BIB.is_file()
+    assert {"html", "typst"} <= set(CONFIG["format"])
+
+
+def test_manuscript_notebooks_are_the_executed_copies_of_every_set() -> None:
+    listed = [Path(item["notebook"]) for item in CONFIG["manuscript"]["notebooks"]]
+    executed = paths.EXECUTED_NOTEBOOKS.relative_to(ROOT)
+    assert all(p.parent == executed and p.suffix == ".ipynb" for p in listed), listed
+    names = [p.stem for p in listed]
+    assert all((paths.NOTEBOOKS / f"{n}.ipynb").is_file() for n in names)
+    for set_file in sorted(paths.PARAMS.glob("*.yml")):
+        assert load_param_set(set_file.stem).names() == names, set_file.name
+
+
+def test_embeds_point_at_labelled_cells_of_listed_notebooks() -> None:
+    listed = {Path(item["notebook"]) for item in CONFIG["manuscript"]["notebooks"]}
+    embeds = _embeds()
+    assert len(embeds) >= 8
+    for notebook, label in embeds:
+        assert notebook in listed, f"embed of {notebook} (not in manuscript.notebooks)"
+        source = paths.NOTEBOOKS / notebook.name
+        assert label in _labels_in_code(_code_sources(source)), f"{source} has no cell labelled {label}"
+
+
+def test_cross_references_resolve() -> None:
+    available = _article_labels() | {label for _, label in _embeds()}
+    refs = _crossrefs()
+    assert {"fig-umap", "tbl-table1", "eq-cov", "eq-scangen", "eq-total", "tbl-vs-paper"} <= available
+    assert refs, "the article cross-references nothing"
+    assert refs <= available, f"unresolved cross-references: {sorted(refs - available)}"
+
+
+def test_citations_exist_in_bibliography_and_every_entry_is_cited() -> None:
+    bib_keys = set(re.findall(r"^@\w+\{([^,\s]+),", BIB.read_text(encoding="utf-8"), re.M))
+    cited = _citations()
+    assert len(bib_keys) >= 30
+    assert cited <= bib_keys, f"citations missing from {BIB.name}: {sorted(cited - bib_keys)}"
+    assert bib_keys <= cited, f"bibliography entries never cited: {sorted(bib_keys - cited)}"
+
+
+def test_referenced_figure_files_exist() -> None:
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", _prose())
+    for image in images:
+        assert (ARTICLE.parent / image).is_file(), f"figure file {image} not found"
+
+
+def test_equations_follow_the_method_spec() -> None:
+    for fragment in (r"\sigma_c", r"\mu_c", r"d_{ij} = 1 - \cos(z_i, z_j)", r"\max(0,\ m - d_{ij})^2",
+                     r"\alpha\,\mathcal{L}_{\mathrm{att}} + (1-\alpha)\,\mathcal{L}_{\mathrm{rep}}",
+                     r"{|P| + |N|}", r"\lambda\, \mathcal{L}_{\mathrm{ScanGen}}"):
+        assert fragment in TEXT, fragment
+
+
+# --- after a smoke run ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smoke_layout(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """The smoke set run by the pipeline into a root kept between sessions (its cache decides reruns)."""
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("scangen-smoke-root") if cache is not None else tmp_path_factory.mktemp("smoke")
+    layout = Layout.under(root, sources_from=Layout.default())
+    run("smoke", layout, log=lambda _: None)
+    return layout
+
+
+def test_listed_notebooks_exist_after_smoke_run(smoke_layout: Layout) -> None:
+    record = json.loads((smoke_layout.executed / "active-set.json").read_text())
+    assert record["param_set"] == "smoke"
+    for item in CONFIG["manuscript"]["notebooks"]:
+        assert (smoke_layout.executed / Path(item["notebook"]).name).is_file(), item["notebook"]
+
+
+def test_embedded_cells_have_outputs_and_no_errors(smoke_layout: Layout) -> None:
+    for notebook, label in _embeds():
+        nb = json.loads((smoke_layout.executed / notebook.name).read_text())
+        cells = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and label in _labels_in_code(["".join(c["source"])])]
+        assert len(cells) == 1, f"{notebook.name}: {len(cells)} cells labelled {label}"
+        outputs = cells[0].get("outputs", [])
+        assert outputs, f"{notebook.name}#{label} has no output"
+        assert not [o for o in outputs if o["output_type"] == "error"], f"{notebook.name}#{label} failed"
+    for nb_path in smoke_layout.executed.glob("*.ipynb"):
+        nb = json.loads(nb_path.read_text())
+        assert not [c for c in nb["cells"] if c["cell_type"] == "code"
+                    for o in c.get("outputs", []) if o["output_type"] == "error"], nb_path.name
+
+
+def test_article_numbers_are_computed_from_the_smoke_results(smoke_layout: Layout,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Layout, "default", classmethod(lambda cls: smoke_layout))
+    assert ArticleData.load().param_set == "smoke"
+    namespace: dict = {}
+    for cell in re.findall(r"```\{python\}\n(.*?)```", TEXT, re.S):
+        exec(compile(cell, str(ARTICLE), "exec"), namespace)
+    inline = re.findall(r"`\{python\} ([^`]+)`", TEXT)
+    assert len(inline) >= 20
+    for expression in inline:
+        value = eval(expression, namespace)
+        assert str(value).strip(), expression
+    assert namespace["simulated"] is True and namespace["param_set"] == "smoke"

@@ -1,0 +1,61 @@
+"""TrainConfig: validation, plain-dict round trip, stable hash; device resolution."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from scangen.train.config import TrainConfig, config_hash
+from scangen.train.device import amp_dtype, resolve_device
+
+
+def test_hash_is_stable_and_ignores_output_fields() -> None:
+    a = TrainConfig(fm="uni-sim", lam=1.0)
+    assert config_hash(a) == config_hash(TrainConfig(fm="uni-sim", lam=1.0))
+    assert config_hash(a) == config_hash(a.replace(progress=False, output="/tmp/x.parquet", checkpoint="c.pt"))
+    assert config_hash(a) != config_hash(a.replace(lam=2.0))
+    assert config_hash(a) != config_hash(a.replace(scanner_subset=("AT2", "GT450")))
+    assert len(config_hash(a)) == 12 and hash(a) == hash(TrainConfig(fm="uni-sim", lam=1.0))
+
+
+def test_round_trip_through_plain_types() -> None:
+    cfg = TrainConfig(head="abmil", head_kwargs={"attention_dim": 64}, scanner_subset=["AT2", "B300"], use_scangen=True)
+    data = cfg.to_dict()
+    json.dumps(data)  # plain types only
+    assert data["scanner_subset"] == ["AT2", "B300"]
+    back = TrainConfig.from_dict(data)
+    assert back == cfg and back.scanner_subset == ("AT2", "B300")
+    with pytest.raises(ValueError, match="unknown fields"):
+        TrainConfig.from_dict({**data, "bogus": 1})
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"head": "transformer"}, "head"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"margin": 0.0}, "margin"),
+        ({"scanner_subset": ("AT2", "XYZ")}, "scanner_subset"),
+        ({"scanner_subset": ("AT2",), "use_scangen": True}, "scanner_subset"),
+        ({"scangen_level": "tile"}, "scangen_level"),
+        ({"scangen_k": 1}, "scangen_k"),
+        ({"lr": 0.0}, "lr"),
+    ],
+)
+def test_invalid_fields_are_named(changes: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+        TrainConfig(**changes)
+
+
+def test_device_resolution_and_amp_only_on_cuda() -> None:
+    dev = resolve_device("auto")
+    assert dev.type in {"cuda", "mps", "cpu"}
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert amp_dtype(torch.device("cpu"), True) is None
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("not-a-device")
