@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from scangen.constants import SCANNERS_40X
+import scangen.store.columns as store_columns
 from scangen.store import load_bags, write_embeddings, write_meta, write_slides
 
 
@@ -96,6 +97,15 @@ def main() -> None:
             "load_bags (float32)": lambda: load_bags(root / "store", "bench", dtype=np.float32),
             "load_bags (10% subset)": lambda: load_bags(root / "store", "bench", ids, dtype=None),
         }
+        def one_thread():
+            saved, store_columns.READ_WORKERS = store_columns.READ_WORKERS, 1
+            try:
+                load_bags(root / "store", "bench", dtype=None)
+            finally:
+                store_columns.READ_WORKERS = saved
+
+        cases["load_bags (1 thread)"] = one_thread
+        print(f"(load_bags decodes row groups with {store_columns.READ_WORKERS} threads)")
         for name, fn in cases.items():
             wall, cpu = _best(fn, args.repeats)
             print(f"{name:23s} {wall:7.3f} s  ratio to np.load {wall / np_wall:5.2f}x  cpu {cpu:.3f} s "

@@ -106,7 +106,7 @@ def cov_auc_chart(table: pl.DataFrame, *, simulated: bool, width: int = 420, hei
     ys = seg["y0"].to_list() + seg["y1"].to_list()
     xd, yd = _padded(min(xs), max(xs)), _padded(min(ys), max(ys))
     angles = [
-        90.0 - math.degrees(math.atan2((y1 - y0) / (yd[1] - yd[0]) * height, (x1 - x0) / (xd[1] - xd[0]) * width))
+        (90.0 - math.degrees(math.atan2((y1 - y0) / (yd[1] - yd[0]) * height, (x1 - x0) / (xd[1] - xd[0]) * width))) % 360.0
         for x0, y0, x1, y1 in seg.select("x0", "y0", "x1", "y1").iter_rows()
     ]
     seg = seg.with_columns(pl.Series("angle", angles), pl.col("fm").map_elements(_fm_label, return_dtype=pl.String).alias("model"))
@@ -160,6 +160,27 @@ def mil_chart(table: pl.DataFrame, *, simulated: bool, fm: str) -> alt.HConcatCh
                 x="head:N", xOffset="training:N", y=f"{metric}_lo:Q", y2=f"{metric}_hi:Q"))
         panels.append(alt.layer(*layers).properties(width=240, height=220))
     return alt.hconcat(*panels, title=_sim(f"MIL heads on {_fm_label(fm)}, with and without ScanGen", simulated))
+
+
+def sensitivity_chart(table: pl.DataFrame, baseline_cov: float, *, simulated: bool, fm: str) -> alt.HConcatChart:
+    """Test scanner CoV of ScanGen as one setting at a time moves (one panel per setting); the dashed
+    line is the baseline's CoV, the hollow point the default setting."""
+    _require(table, ["parameter", "value", "scanner_cov"], "sensitivity table")
+    data = _clean(table)
+    default = data.filter(pl.col("parameter") == "default")
+    panels = []
+    for name in [p for p in data["parameter"].unique(maintain_order=True).to_list() if p != "default"]:
+        part = data.filter(pl.col("parameter") == name)
+        pts = alt.Chart(part).mark_point(filled=True, size=80).encode(
+            x=alt.X("value:N", title=name, axis=alt.Axis(labelAngle=0)), y=alt.Y("scanner_cov:Q", title="test scanner CoV"),
+            tooltip=["value", "scanner_cov", "auc", "val_auc", "val_scanner_cov"])
+        ref = alt.Chart(pl.DataFrame({"cov": [baseline_cov]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="cov:Q")
+        layers = [ref, pts]
+        if default.height:
+            layers.append(alt.Chart(default).mark_rule(color="#e45756").encode(y="scanner_cov:Q"))
+        panels.append(alt.layer(*layers).properties(width=130, height=200))
+    title = _sim(f"ScanGen settings on {_fm_label(fm)}: test CoV (red: defaults, dashed: baseline)", simulated)
+    return alt.hconcat(*panels, title=title)
 
 
 def save_chart(chart: alt.TopLevelMixin, out_dir: Path, name: str, formats: Sequence[str] = ("png", "svg"),

@@ -108,9 +108,10 @@ def scanner_bias_display(metrics: pl.DataFrame) -> pl.DataFrame:
             "Scanner predictability ↓": f"{fmt(r.get('scanner_predictability'))} ({fmt(r.get('predictability_chance'), 2)})",
             "Silhouette scanner / specimen": f"{fmt(r.get('umap_silhouette_scanner'), 2)} / {fmt(r.get('umap_silhouette_specimen'), 2)}",
         }
-        for col in sorted(c for c in metrics.columns if c.startswith("published")):
-            value = r[col]
-            row[col.replace("_", " ").capitalize()] = fmt(value) if isinstance(value, (int, float)) or value is None else str(value)
+        if "published_ri" in metrics.columns:
+            row["Published RI"] = fmt(r["published_ri"])
+        if "published_top10" in metrics.columns:
+            row["Published top-10"] = fmt(r["published_top10"])
         rows.append(row)
     return pl.DataFrame(rows)
 
@@ -123,4 +124,15 @@ def best_worst_display(best_worst: dict) -> pl.DataFrame:
         {"Scanner": s, f"In best subsets (sizes {sizes})": str(best.get(s, 0)),
          f"In worst subsets (sizes {sizes})": str(worst.get(s, 0))}
         for s in sorted(set(best) | set(worst), key=lambda s: (-best.get(s, 0), worst.get(s, 0), s))
+    ])
+
+
+def sensitivity_display(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per (setting, value): validation AUC/CoV, then test AUC, CoV on logits and on probabilities."""
+    return pl.DataFrame([
+        {"Setting": r["parameter"], "Value": r["value"], "Val AUC ↑": fmt(r["val_auc"]),
+         "Val CoV ↓": fmt(r["val_scanner_cov"]), "Test AUC ↑": fmt(r["auc"]),
+         "Test CoV (logits) ↓": fmt(r["scanner_cov"]), "Test CoV (probabilities) ↓": fmt(r["scanner_cov_prob"]),
+         "Magnification CoV ↓": fmt(r["mag_cov"])}
+        for r in table.iter_rows(named=True)
     ])

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from scangen.constants import REAL_MODEL_OF, SIMULATED_MODELS
 from scangen.metrics.robustness import cross_scanner_retrieval, robustness_index
@@ -53,7 +54,7 @@ ANCHORS: dict[str, dict[str, float | None]] = {
 }
 """Published anchors, listed in increasing published RI (the order the calibration keeps)."""
 SOURCES = {"ri": "PathoROB average robustness index", "top10": "plismbench cross-scanner top-10 accuracy"}
-GRID = {"colour_sensitivity": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "detail_sensitivity": (0.0, 1.5, 3.0)}
+GRID = {"colour_sensitivity": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "detail_sensitivity": (0.0, 1.5, 3.0, 8.0)}
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pl.concat([achieved_table(achieved, CALIBRATION), achieved_table(check, CHECK)])
     table.write_parquet(out_dir / f"{TABLE_STEM}.parquet")
-    gaps = table.filter(pl.col("protocol") == "calibration")["gap"].drop_nulls().abs()
+    gaps = table.filter(pl.col("protocol") == CALIBRATION.name)["gap"].drop_nulls().abs()
     summary = {
         "anchors": ANCHORS, "grid": {k: list(v) for k, v in GRID.items()},
         "protocols": {p.name: asdict(p) for p in (CALIBRATION, CHECK)},
@@ -243,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="recompute the check protocol and compare")
     ap.add_argument("--tolerance", type=float, default=0.02, help="allowed |difference| in --check")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 is fastest for these many small products on a busy machine)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.check:
         stored = json.loads((CALIBRATION_DIR / f"{TABLE_STEM}.json").read_text())
         fresh = compute_check(load_fm_params())

@@ -196,3 +196,20 @@ def test_cli_status_and_error(toy: Layout, capsys: pytest.CaptureFixture[str], m
     assert "01_producer" in capsys.readouterr().out
     assert cli_main(["run", "--params", "nope"]) == 1
     assert "no parameter set file" in capsys.readouterr().err
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+def test_layout_under_keeps_the_repository_structure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scangen.pipeline.layout import PARAMS_ENV, param_set_from_env
+
+    layout = Layout.under(tmp_path, sources_from=REPO)
+    assert layout.notebooks == REPO.notebooks and layout.params == REPO.params
+    assert layout.executed == tmp_path.resolve() / "build" / "notebooks"
+    assert layout.runs("quick") == tmp_path.resolve() / "build" / "runs" / "quick"
+    assert layout.failed("quick") == tmp_path.resolve() / "build" / "failed" / "quick"
+    assert layout.manifest("quick") == tmp_path.resolve() / "results" / "quick" / "manifest.json"
+    monkeypatch.delenv(PARAMS_ENV, raising=False)
+    assert param_set_from_env() == "quick"
+    monkeypatch.setenv(PARAMS_ENV, "smoke")
+    assert param_set_from_env() == "smoke" and param_set_from_env("full") == "full"

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from scangen import paths
-from scangen.pipeline import Layout, load_param_set, run
+from scangen.pipeline import Layout, load_param_set, plan, run
 from scangen.pipeline.article import ArticleData
 
 ROOT = paths.ROOT
@@ -134,10 +135,18 @@ def test_equations_follow_the_method_spec() -> None:
 
 @pytest.fixture(scope="session")
 def smoke_layout(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """The smoke set run by the pipeline into a root kept between sessions (its cache decides reruns)."""
+    """The smoke set run by the pipeline into a root kept between sessions (its cache decides reruns).
+
+    When the data notebook is out of date its store is removed first: notebook 01 reuses an existing
+    store, and a store simulated by older code must not outlive it.
+    """
     cache = getattr(request.config, "cache", None)
     root = cache.mkdir("scangen-smoke-root") if cache is not None else tmp_path_factory.mktemp("smoke")
     layout = Layout.under(root, sources_from=Layout.default())
+    pset, states = plan("smoke", layout)
+    if not states[0].fresh:
+        # the data notebook reuses an existing store; make it simulate afresh with the current code
+        shutil.rmtree(pset.parameters_for(states[0].name, layout)["store_dir"], ignore_errors=True)
     run("smoke", layout, log=lambda _: None)
     return layout
 
@@ -158,6 +167,9 @@ def test_embedded_cells_have_outputs_and_no_errors(smoke_layout: Layout) -> None
         outputs = cells[0].get("outputs", [])
         assert outputs, f"{notebook.name}#{label} has no output"
         assert not [o for o in outputs if o["output_type"] == "error"], f"{notebook.name}#{label} failed"
+        kinds = {kind for o in outputs for kind in o.get("data", {})}
+        needed = "image/png" if label.startswith("fig-") else "text/markdown"  # what Typst can embed
+        assert needed in kinds, f"{notebook.name}#{label} has no {needed} output"
     for nb_path in smoke_layout.executed.glob("*.ipynb"):
         nb = json.loads(nb_path.read_text())
         assert not [c for c in nb["cells"] if c["cell_type"] == "code"
@@ -177,3 +189,17 @@ def test_article_numbers_are_computed_from_the_smoke_results(smoke_layout: Layou
         value = eval(expression, namespace)
         assert str(value).strip(), expression
     assert namespace["simulated"] is True and namespace["param_set"] == "smoke"
+
+
+def test_comparison_rows_put_the_paper_beside_our_numbers() -> None:
+    from scangen.pipeline.article import fmt, pct, table1_comparison_rows
+
+    doc = {"fms": {"phikon-sim": {
+        "real_model": "Phikon",
+        "baseline": {"auc_mean": 0.7, "scanner_cov_mean": 0.4, "mag_cov_mean": 0.2},
+        "scangen": {"auc_mean": 0.75, "scanner_cov_mean": 0.2, "mag_cov_mean": None},
+        "rel_change": {"auc": 7.142857, "scanner_cov": -50.0, "mag_cov": None}}}}
+    base, sg = table1_comparison_rows(doc)
+    assert base == ["phikon-sim (Phikon)", "no", "0.738", "0.700", "0.389", "0.400", "0.158", "0.200"]
+    assert sg == ["", "yes", "0.768", "0.750 (+7.1%)", "0.121", "0.200 (-50.0%)", "0.053", "–"]
+    assert fmt(float("nan")) == "–" and pct(-68.9) == "-68.9%"

@@ -14,6 +14,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from scangen.simulate import Site, SimConfig, generate_cohort
+from scangen.simulate.tiling import registered_centres
+from scangen.simulate.tissue import make_specimens, render_patches
 from scangen.store import load_bags, load_registered
 
 
@@ -75,43 +77,55 @@ def test_per_scanner_centring_does_not_remove_the_scanner_effect(tiny_store: Pat
         return float(((z - (sums / counts)[group]) ** 2).sum())
 
     assert within(centred) / within(x) > 0.3
-    # after centring, a linear classifier on each tissue class still tells scanners apart
-    accs, weights = [], []
-    for k in np.unique(reg.tissue_class):
+    # the scanner shift depends on the tissue: S360MD - AT2 differs between tissue classes
+    shifts = []
+    for k in (0, 1, 4):  # tumour, stroma, alveolar
         rows = reg.tissue_class == k
-        if len(np.unique(specimen[rows])) < 4:
-            continue
-        z = _pca(centred[rows], 16)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=2000))
-        pred = cross_val_predict(clf, z, scanner[rows], cv=GroupKFold(4), groups=specimen[rows])
-        accs.append((pred == scanner[rows]).mean())
-        weights.append(rows.sum())
-    assert np.average(accs, weights=weights) > 1.5 / 6
+        shifts.append(x[rows & (scanner == "S360MD")].mean(0) - x[rows & (scanner == "AT2")].mean(0))
+    shifts = np.stack(shifts)
+    unit = shifts / np.linalg.norm(shifts, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    assert cos[np.triu_indices(3, 1)].min() < 0.9
 
 
 def test_20x_shows_other_content_not_just_noise(tiny_store: Path) -> None:
     reg = load_registered(tiny_store, "phikon-sim")
-    d_mag, d_scanner, d_ratio = [], [], []
+    d_mag, d_scanner, diffs = [], [], []
     for spec in sorted({s.split("-")[0] for s in reg.slide_ids}):
         a = reg.bag(int(reg.slide_index([f"{spec}-GT450-40x"])[0])).astype(np.float64)
         b = reg.bag(int(reg.slide_index([f"{spec}-GT450-20x"])[0])).astype(np.float64)
         c = reg.bag(int(reg.slide_index([f"{spec}-AT2-40x"])[0])).astype(np.float64)
         d_mag.append(np.linalg.norm(a - b, axis=1).mean())
         d_scanner.append(np.linalg.norm(a - c, axis=1).mean())
-        # 20x embeddings of different tiles are more alike than 40x ones (wider field, less detail)
-        d_ratio.append(np.linalg.norm(b - b.mean(0), axis=1).mean() / np.linalg.norm(a - a.mean(0), axis=1).mean())
+        diffs.append((b - a).mean(axis=0))
     assert np.mean(d_mag) > 1.5 * np.mean(d_scanner)
-    assert np.mean(d_ratio) < 0.95
-    # the 20x shift is systematic: a direction shared by all specimens, not isotropic noise
-    bags = load_bags(tiny_store, "phikon-sim")
-    gt = bags.select(((bags.slides["scanner"] == "GT450") & (bags.slides["cohort"] == "multiscanner")).to_numpy())
-    m = gt.mean_embeddings().astype(np.float64)
-    mag = gt.slides["magnification"].to_numpy()
-    spec = gt.slides["specimen_id"].to_numpy()
-    diffs = np.stack([m[(spec == s) & (mag == 20)][0] - m[(spec == s) & (mag == 40)][0] for s in np.unique(spec)])
+    # the 20x shift is systematic, not isotropic noise: it points the same way for every specimen
+    diffs = np.stack(diffs)
     mean_dir = diffs.mean(0) / np.linalg.norm(diffs.mean(0))
     cos = diffs @ mean_dir / np.linalg.norm(diffs, axis=1)
-    assert cos.min() > 0.5
+    assert cos.min() > 0.0 and cos.mean() > 0.3
+
+
+def test_20x_tile_shows_the_surrounding_tissue() -> None:
+    """Before any scanner: a 20x tile looks like the mosaic of the four 40x tiles it covers, not like
+    the 40x tile at its centre (4x the area, half the resolution)."""
+    cfg = SimConfig.from_size("tiny")
+    rng = np.random.default_rng(0)
+    spec = make_specimens(rng, cfg, np.array([0, 1, 0, 1]), np.ones(4), np.ones(4), np.zeros(4))
+    centres = [registered_centres(rng, cfg, spec, np.array([i]))[0] for i in range(4)]
+    idx = np.concatenate([np.full(len(c), i) for i, c in enumerate(centres)])
+    xy = np.concatenate(centres)
+    img20, _ = render_patches(spec, idx, xy[:, 0] - 224, xy[:, 1] - 224, 448.0)
+    img40, _ = render_patches(spec, idx, xy[:, 0] - 112, xy[:, 1] - 112, 224.0)
+    mosaic = np.zeros_like(img20)
+    for qy in (0, 1):
+        for qx in (0, 1):
+            quad, _ = render_patches(spec, idx, xy[:, 0] - 224 + 224 * qx, xy[:, 1] - 224 + 224 * qy, 224.0)
+            small = quad.reshape(len(idx), 3, 4, 2, 4, 2).mean(axis=(3, 5))
+            mosaic[:, :, 4 * qy:4 * qy + 4, 4 * qx:4 * qx + 4] = small
+    err_mosaic = np.abs(img20 - mosaic).mean()
+    err_centre = np.abs(img20 - img40).mean()
+    assert err_mosaic < 0.5 * err_centre
 
 
 def test_egfr_label_is_weakly_predictable() -> None:

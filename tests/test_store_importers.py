@@ -82,6 +82,7 @@ def test_clam_pt_with_h5_coords_and_csv_synonyms(tmp_path: Path) -> None:
     store = import_features(tmp_path / "clam", csv, tmp_path / "store", "phikon")
     _check_store(store, "phikon", arrays)
     assert read_slides(store)["magnification"].to_list() == [40, 40, 20]
+    assert read_slides(store)["egfr"].to_list() == [1, 0, 1]
     # a second model into the same store keeps the first one
     for sid, (f, _) in arrays.items():
         torch.save(torch.from_numpy(f[:, :3].copy()), tmp_path / "clam" / "pt_files" / f"{sid}.pt")
@@ -131,6 +132,11 @@ def test_bad_inputs(tmp_path: Path) -> None:
         manifest_to_slides(_manifest().with_columns(pl.col("egfr").alias("label")))
     with pytest.raises(StoreValidationError, match=r"'scanner' has values \['Zeiss'\]"):
         manifest_to_slides(_manifest().with_columns(pl.lit("Zeiss").alias("scanner")))
+    with pytest.raises(StoreValidationError, match=r"'egfr' has values \['maybe'\]"):
+        manifest_to_slides(_manifest().with_columns(pl.lit("maybe").alias("egfr")))
+    text_ids = manifest_to_slides(_manifest().with_columns(pl.Series("slide_id", ["007", "008", "009"]),
+                                                           pl.Series("egfr", ["True", "false", "1"])))
+    assert text_ids["slide_id"].to_list() == ["007", "008", "009"] and text_ids["egfr"].to_list() == [1, 0, 1]
     with pytest.raises(StoreValidationError, match="fmt must be one of"):
         import_features(tmp_path / "feats", _manifest(), tmp_path / "store", "uni", fmt="hdf")
 

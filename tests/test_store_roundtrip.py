@@ -108,3 +108,43 @@ def test_writes_are_deterministic(tmp_path: Path) -> None:
     make_store(tmp_path / "b", seed=4)
     for rel in ("slides.parquet", f"embeddings/{FM}.parquet", "meta.json"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_thread_count_does_not_change_result(tmp_path: Path, monkeypatch) -> None:
+    import scangen.store.columns as columns
+
+    monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 1)
+    slides = toy_slides(n_specimens=300)
+    offsets, feats, coords, tissue = toy_bags(slides.height, dim=3, seed=2, dtype=np.float16)
+    write_store(tmp_path, slides, {}, {"simulated": True, "models": {}})
+    writer.write_embeddings(tmp_path, "m", slides["slide_id"].to_list(), offsets, feats, coords, tissue)
+    writer.write_meta(tmp_path, {"simulated": True, "models": {"m": 3}})
+    assert pq.ParquetFile(embeddings_path(tmp_path, "m")).metadata.num_row_groups >= 2
+    monkeypatch.setattr(columns, "READ_WORKERS", 1)
+    one = load_bags(tmp_path, "m", dtype=None)
+    monkeypatch.setattr(columns, "READ_WORKERS", 3)
+    many = load_bags(tmp_path, "m", dtype=None)
+    np.testing.assert_array_equal(one.features, many.features)
+    np.testing.assert_array_equal(many.features, feats)
+    np.testing.assert_array_equal(many.tissue_class, tissue)
+
+
+def test_subset_arguments(tmp_path: Path) -> None:
+    from scangen.store import StoreValidationError
+
+    store, d = make_store(tmp_path)
+    empty = load_bags(store, FM, [])
+    assert len(empty) == 0 and empty.features.shape == (0, DIM) and empty.offsets.tolist() == [0]
+    with pytest.raises(StoreValidationError, match="more than once"):
+        load_bags(store, FM, [d["ids"][0], d["ids"][0]])
+    with pytest.raises(StoreValidationError, match="got the string"):
+        load_bags(store, FM, d["ids"][0])
+    with pytest.raises(StoreValidationError, match="float type"):
+        load_bags(store, FM, dtype=np.int32)
+    off, feats, _, _ = toy_bags(3, seed=1)
+    write_registered(store, FM, d["ids"][:3], off, feats, np.zeros(off[-1], np.int32))
+    reg = load_registered(store, FM, [d["ids"][2], d["ids"][0]])
+    np.testing.assert_array_equal(reg.bag(0), feats[off[2] : off[3]])
+    assert reg.tissue_class is None
+    with pytest.raises(StoreValidationError, match=r"no registered tiles for slide ids \['sp2-AT2'\]"):
+        load_registered(store, FM, [d["ids"][4]])

@@ -46,6 +46,12 @@ def _raw_slides(store: Path, df: pl.DataFrame) -> None:
     df.write_parquet(store / "slides.parquet")
 
 
+def _set(slides: pl.DataFrame, slide_id: str, column: str, value) -> pl.DataFrame:
+    """`slides` with `column` set to `value` on the row of `slide_id`."""
+    new = pl.when(pl.col("slide_id") == slide_id).then(value).otherwise(pl.col(column))
+    return slides.with_columns(new.alias(column))
+
+
 def test_missing_and_mistyped_slide_columns(tmp_path: Path) -> None:
     store, d = make_store(tmp_path)
     _raw_slides(store, d["slides"].drop("scanner"))
@@ -64,16 +70,16 @@ def test_nulls_duplicates_conflicts_and_vocabulary(tmp_path: Path) -> None:
     dup = pl.concat([slides, slides[:1]])
     with pytest.raises(StoreValidationError, match=r"duplicate ids \['sp0-AT2'\]"):
         write_slides(tmp_path, dup)
-    conflict = slides.with_columns(pl.when(pl.col("slide_id") == "sp1-GT450").then(0).otherwise(pl.col("egfr")).alias("egfr"))
+    conflict = _set(slides, "sp1-GT450", "egfr", 0)
     with pytest.raises(StoreValidationError, match=r"'egfr'.*conflicting.*\['sp1'\]"):
         write_slides(tmp_path, conflict)
-    scanner = slides.with_columns(pl.when(pl.col("slide_id") == "sp2-AT2").then(pl.lit("XYZ")).otherwise(pl.col("scanner")).alias("scanner"))
+    scanner = _set(slides, "sp2-AT2", "scanner", pl.lit("XYZ"))
     with pytest.raises(StoreValidationError, match=r"'scanner' has values \['XYZ'\].*sp2-AT2"):
         write_slides(tmp_path, scanner)
-    mag = slides.with_columns(pl.when(pl.col("slide_id") == "sp0-GT450").then(10).otherwise(pl.col("magnification")).alias("magnification"))
+    mag = _set(slides, "sp0-GT450", "magnification", 10)
     with pytest.raises(StoreValidationError, match=r"'magnification' has values \['10'\].*sp0-GT450"):
         write_slides(tmp_path, mag)
-    nulls = slides.with_columns(pl.when(pl.col("slide_id") == "sp0-AT2").then(None).otherwise(pl.col("specimen_id")).alias("specimen_id"))
+    nulls = _set(slides, "sp0-AT2", "specimen_id", None)
     with pytest.raises(StoreValidationError, match=r"'specimen_id' has nulls.*sp0-AT2"):
         write_slides(tmp_path, nulls)
     assert not (tmp_path / "slides.parquet").exists()
@@ -101,7 +107,8 @@ def test_missing_and_mistyped_embedding_columns(tmp_path: Path) -> None:
 def test_dimension_against_meta_and_mixed(tmp_path: Path) -> None:
     store, d = make_store(tmp_path)
     write_meta(store, {"simulated": True, "models": {FM: DIM + 2}})
-    with pytest.raises(StoreValidationError, match=rf"dimension {DIM} but .*meta\.json says models\['{FM}'\] = {DIM + 2}"):
+    says = rf"dimension {DIM} but .*meta\.json says models\['{FM}'\] = {DIM + 2}"
+    with pytest.raises(StoreValidationError, match=says):
         load_bags(store, FM)
     with pytest.raises(StoreValidationError, match="differs from"):
         write_embeddings(store, FM, d["ids"], d["offsets"], d["features"], d["coords"])
@@ -132,6 +139,18 @@ def test_nonfinite_values(tmp_path: Path) -> None:
     assert ok.slide_ids == [d["ids"][0]]
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_float16(tmp_path: Path, value: float) -> None:
+    store, d = make_store(tmp_path, dtype=np.float16)
+    bad = d["features"].copy()
+    bad[d["offsets"][-1] - 1, DIM - 1] = value
+    with pytest.raises(StoreValidationError, match=rf"NaN or inf values \(1 patch rows\).*\['{d['ids'][-1]}'\]"):
+        write_embeddings(store, FM, d["ids"], d["offsets"], bad, d["coords"])
+    big = np.full_like(bad, 60000.0)  # large but finite float16 values are fine
+    write_embeddings(store, FM, d["ids"], d["offsets"], big, d["coords"])
+    np.testing.assert_array_equal(load_bags(store, FM, dtype=None).features, big)
+
+
 def test_null_embeddings(tmp_path: Path) -> None:
     store, d = make_store(tmp_path)
     values = pa.array(d["features"].reshape(-1), mask=np.arange(d["features"].size) == d["offsets"][4] * DIM)
@@ -148,7 +167,8 @@ def test_slides_without_embeddings_and_embeddings_without_slides(tmp_path: Path)
         load_bags(store, FM)
     assert load_bags(store, FM, d["ids"][:2]).slide_ids == d["ids"][:2]  # a subset only needs its slides
     write_slides(store, toy_slides(n_specimens=2))
-    with pytest.raises(StoreValidationError, match=r"embeddings for slide ids missing from .*slides\.parquet \['sp2-AT2', 'sp2-GT450'\]"):
+    orphans = r"embeddings for slide ids missing from .*slides\.parquet \['sp2-AT2', 'sp2-GT450'\]"
+    with pytest.raises(StoreValidationError, match=orphans):
         load_bags(store, FM, ["sp0-AT2"])
     with pytest.raises(StoreValidationError, match=r"lacks requested slide ids \['ghost'\]"):
         load_bags(store, FM, ["ghost"])
@@ -202,5 +222,8 @@ def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(StoreValidationError, match="not valid JSON"):
         read_meta(store)
     (store / "meta.json").write_text(json.dumps({"simulated": True, "models": {FM: DIM}}))
+    with pytest.raises(StoreValidationError, match=r"meta\.json: key 'models' has no entry for model 'other-sim'"):
+        load_bags(store, "other-sim")
+    (store / "meta.json").write_text(json.dumps({"simulated": True, "models": {FM: DIM, "other-sim": DIM}}))
     with pytest.raises(StoreValidationError, match=r"other-sim\.parquet: file is missing"):
         load_bags(store, "other-sim")

@@ -17,6 +17,7 @@ never read back as finished (an entry counts only when both files exist).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -88,6 +89,13 @@ def code_fingerprint(parts: Iterable[str] = CODE_PARTS, package_dir: Path = PACK
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def process_code_fingerprint() -> str:
+    """`code_fingerprint()` taken once per process: the code this process imported, even if the
+    files change on disk while it runs."""
+    return code_fingerprint()
+
+
 def run_key(config: Any, store_fp: str, code_fp: str) -> str:
     """Cache key of one run: a short digest of config, store fingerprint and code fingerprint."""
     payload = json.dumps({"config": config_dict(config), "store": store_fp, "code": code_fp}, sort_keys=True)
@@ -116,7 +124,7 @@ class RunCache:
 
     def __init__(self, root: Path, code_fp: str | None = None) -> None:
         self.root = Path(root)
-        self.code_fp = code_fp if code_fp is not None else code_fingerprint()
+        self.code_fp = code_fp if code_fp is not None else process_code_fingerprint()
         self.hits = 0
         self.misses = 0
 

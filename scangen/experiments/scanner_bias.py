@@ -30,7 +30,7 @@ from scangen.store import Bags, load_bags, load_registered, read_meta, read_slid
 CALIBRATION_DIR = DATA / "calibration"
 
 
-def test_slide_ids(store: Path, split_seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+def held_out_slide_ids(store: Path, split_seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                    include_20x: bool = True) -> list[str]:
     """Multiscanner slides of the test split (as the trainer splits them), 40x and optionally 20x."""
     slides = specimen_splits(read_slides(store), split_seed, fractions)
@@ -97,7 +97,7 @@ def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_se
     unknown = [fm for fm in fms if fm not in known]
     if unknown:
         raise ValueError(f"fms: {unknown} not in store {store} (models {known})")
-    test_ids = test_slide_ids(store, split_seed)
+    test_ids = held_out_slide_ids(store, split_seed)
     coords, rows = [], []
     for fm in fms:
         bags = load_bags(store, fm)
@@ -121,21 +121,21 @@ def published_values(calibration_dir: Path = CALIBRATION_DIR) -> pl.DataFrame | 
 
 
 def with_published(metrics: pl.DataFrame, published: pl.DataFrame | None) -> pl.DataFrame:
-    """`metrics` plus the real model name and, where available, the published RI and top-10 retrieval.
+    """`metrics` plus the real model's name and, where known, the published robustness index
+    (`published_ri`, PathoROB) and cross-scanner top-10 retrieval (`published_top10`, plismbench).
 
-    The published table is reshaped by whatever FM and metric columns it has, so the join does not
-    depend on the calibration script's exact layout beyond an `fm` column and numeric columns whose
-    names start with `published`.
+    `published` is the calibration script's long table (columns model, metric, published, ...);
+    published values do not depend on its protocol, so the first row per (model, metric) is used.
     """
     out = metrics.with_columns(pl.col("fm").replace_strict(REAL_MODEL_OF, default=None).alias("real_model"))
-    if published is None or "fm" not in published.columns:
+    if published is None:
         return out
-    pub_cols = [c for c in published.columns if c.startswith("published")]
-    if not pub_cols:
-        return out
-    if "metric" in published.columns:
-        wide = published.pivot(on="metric", index="fm", values=pub_cols[0], aggregate_function="first")
-        wide = wide.rename({c: f"published_{c}" for c in wide.columns if c != "fm"})
-    else:
-        wide = published.select("fm", *pub_cols).unique("fm", keep="first", maintain_order=True)
+    need = {"model", "metric", "published"}
+    if not need <= set(published.columns):
+        raise ValueError(f"calibration table: expected columns {sorted(need)}, got {published.columns}")
+    wide = (
+        published.select("model", "metric", "published").unique(["model", "metric"], keep="first", maintain_order=True)
+        .pivot(on="metric", index="model", values="published")
+    )
+    wide = wide.rename({c: f"published_{c}" for c in wide.columns if c != "model"}).rename({"model": "fm"})
     return out.join(wide, on="fm", how="left", maintain_order="left")

@@ -16,13 +16,14 @@ from typing import Any, Iterable, Mapping
 
 import polars as pl
 
+from scangen import metrics as M
 from scangen.constants import SCANNERS_40X
 from scangen.experiments.cache import RunCache, config_dict, store_fingerprint
-from scangen import metrics as M
 from scangen.metrics import summarize_predictions
 from scangen.store import Bags, load_bags, read_meta
 from scangen.train import TrainConfig, run_experiment
 from scangen.train.config import NON_RESULT_FIELDS, config_hash
+from scangen.train.device import resolve_device
 
 KEY_EXCLUDED = NON_RESULT_FIELDS | {"store"}
 """Config fields left out of the cache key: outputs/progress, and the store path (the store's
@@ -117,8 +118,11 @@ class ExperimentSession:
         return self._bags[fm]
 
     def key_config(self, config: TrainConfig) -> dict[str, Any]:
-        """The config fields that define a cached run."""
-        return {k: v for k, v in config_dict(config).items() if k not in KEY_EXCLUDED}
+        """The config fields that define a cached run; the device is resolved ("auto" -> "cpu" or
+        "cuda"), since CPU and GPU runs of one config give slightly different numbers."""
+        out = {k: v for k, v in config_dict(config).items() if k not in KEY_EXCLUDED}
+        out["device"] = resolve_device(config.device).type
+        return out
 
     def run(self, config: TrainConfig) -> tuple[pl.DataFrame, bool]:
         """(predictions, cached) of one run: the cached result, or a fresh training run stored in the cache."""

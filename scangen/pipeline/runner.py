@@ -170,6 +170,7 @@ def run(param_set: str | Path, layout: Layout | None = None, *, only: list[str] 
         target = layout.runs(pset.name) / f"{name}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
+        (layout.failed(pset.name) / f"{name}.ipynb").unlink(missing_ok=True)
         state.key.data = cache.data_digest(state.parameters)
         seconds = time.perf_counter() - started
         manifest.entries[name] = {

@@ -60,7 +60,7 @@ class SimConfig:
     egfr_morphology_effect scales the change of tumour-cell appearance (lower nuclear density, more
     eosinophilic cytoplasm, more air space in tumour areas); composition_concentration is the Dirichlet
     concentration of a specimen's composition around its prior (smaller: more heterogeneous patients);
-    phenotype_sd is the specimen-to-specimen spread of tissue appearance in units of the EGFR shift.
+    phenotype_sd scales the specimen-to-specimen spread of tissue appearance (tissue.PHENOTYPE_SCALE).
     Staining: stain_jitter is the specimen-level log-sd of staining intensity within a lab.
     Scanning: scanner_strength scales how far every scanner's settings depart from a neutral device
     (0: identical scanners, 1: the profiles as tabulated in scanners.py; the default 1.5 makes the

@@ -20,12 +20,14 @@ _M3 = np.uint64(0x94D049BB133111EB)
 def hash_uniform(key: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Uniform [0, 1) numbers from integer triples (key, i, j), elementwise and broadcasting.
 
+    Integers are taken modulo 2**64 (negative lattice indices wrap, which keeps them distinct).
+
     A splitmix64-style mix: the same triple always gives the same number, neighbours look independent.
     """
     with np.errstate(over="ignore"):
-        z = key.astype(np.uint64) * _M1
-        z = z + i.astype(np.int64).astype(np.uint64) * _M2
-        z = z + j.astype(np.int64).astype(np.uint64) * _M3
+        z = key.astype(np.uint64, copy=False) * _M1
+        z = z + i.astype(np.uint64, copy=False) * _M2
+        z = z + j.astype(np.uint64, copy=False) * _M3
         z ^= z >> np.uint64(30)
         z *= _M2
         z ^= z >> np.uint64(27)
@@ -49,12 +51,14 @@ def value_noise(key: np.ndarray, x: np.ndarray, y: np.ndarray, sx: np.ndarray, s
     fv = (v - j0).astype(np.float32)
     fu = fu * fu * (3.0 - 2.0 * fu)
     fv = fv * fv * (3.0 - 2.0 * fv)
-    i0 = i0.astype(np.int64)
-    j0 = j0.astype(np.int64)
+    one = np.uint64(1)
+    i0 = i0.astype(np.int64).astype(np.uint64)  # two's complement wrap keeps negative cells distinct
+    j0 = j0.astype(np.int64).astype(np.uint64)
+    i1, j1 = i0 + one, j0 + one
     a = hash_uniform(key, i0, j0)
-    b = hash_uniform(key, i0 + 1, j0)
-    c = hash_uniform(key, i0, j0 + 1)
-    d = hash_uniform(key, i0 + 1, j0 + 1)
+    b = hash_uniform(key, i1, j0)
+    c = hash_uniform(key, i0, j1)
+    d = hash_uniform(key, i1, j1)
     top = a + (b - a) * fu
     bottom = c + (d - c) * fu
     return top + (bottom - top) * fv

@@ -15,11 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import fastread
 from .schema import EMBEDDING_FLOAT_DTYPES, StoreValidationError, format_ids
 
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 READ_WORKERS = min(4, os.cpu_count() or 1)
 """Threads decoding embedding row groups in parallel (the result does not depend on it)."""
+FAST_PATH = True
+"""Decode our writer's own layout with numpy (scangen.store.fastread); False forces pyarrow."""
 
 
 def check_column_types(schema: pa.Schema, int_columns: tuple[str, ...], source: str) -> None:
@@ -35,10 +38,11 @@ def check_column_types(schema: pa.Schema, int_columns: tuple[str, ...], source: 
         raise StoreValidationError(f"{source}: column 'slide_id' must be a string column, got {sid}")
     for col in (*int_columns, *(["tissue_class"] if "tissue_class" in schema.names else [])):
         if not pa.types.is_integer(schema.field(col).type):
-            raise StoreValidationError(f"{source}: column {col!r} must be an integer column, got {schema.field(col).type}")
+            raise StoreValidationError(
+                f"{source}: column {col!r} must be an integer column, got {schema.field(col).type}"
+            )
     emb = schema.field("embedding").type
-    is_list = pa.types.is_fixed_size_list(emb) or pa.types.is_list(emb) or pa.types.is_large_list(emb)
-    if not is_list or str(emb.value_type) not in {"halffloat", "float"}:
+    if not _is_list(emb) or str(emb.value_type) not in {"halffloat", "float"}:
         raise StoreValidationError(
             f"{source}: column 'embedding' must be a FixedSizeList of float16 or float32, got {emb}"
         )
@@ -72,10 +76,16 @@ def embedding_dim(column: pa.ChunkedArray, row_slide: np.ndarray, slide_names: l
     return int(values[0])
 
 
-def check_no_nulls(column: pa.ChunkedArray, name: str, row_slide: np.ndarray, slide_names: list[str], source: str) -> None:
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def check_no_nulls(
+    column: pa.ChunkedArray, name: str, row_slide: np.ndarray, slide_names: list[str], source: str
+) -> None:
     """Raise naming the slides whose rows of `name` are null (list columns: also null elements)."""
     bad = column.null_count > 0
-    nested = pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    nested = _is_list(column.type)
     if nested and not bad:
         bad = any(chunk.flatten().null_count > 0 for chunk in column.chunks)
     if not bad:
@@ -129,27 +139,37 @@ def int_array(column: pa.ChunkedArray, name: str, dtype: type, source: str) -> n
 
 
 def read_fixed_embeddings(
-    path: Path, groups: np.ndarray, sizes: np.ndarray, dim: int, dtype: np.dtype
+    path: Path, groups: np.ndarray, sizes: np.ndarray, dim: int, stored: np.dtype, dtype: np.dtype
 ) -> np.ndarray | None:
     """Read a FixedSizeList embedding column, row groups in parallel, into one (rows, dim) array.
 
-    Each worker decodes one row group and copies its flat values buffer straight into its slice of
-    the output, so peak memory is the output plus one row group per worker. Returns None when a
-    null is met (the caller then takes the exact path that names the slides).
+    Each worker decodes one row group straight into its slice of the output (through the numpy fast
+    path of `fastread` when the file has our writer's layout, else pyarrow's flat values buffer), so
+    peak memory is the output plus one row group per worker. Returns None when a null is met (the
+    caller then takes the exact path that names the slides).
     """
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     out = np.empty((int(starts[-1]), dim), dtype=dtype)
+    ranges = fastread.page_ranges(pq.ParquetFile(path), dim, stored.itemsize) if FAST_PATH else None
 
     def one(k: int) -> bool:
+        rows = out[starts[k] : starts[k + 1]]
+        if ranges is not None:
+            offset, length = ranges[int(groups[k])]
+            target = rows if dtype == stored else np.empty(rows.shape, dtype=stored)
+            if fastread.read_chunk(path, offset, length, target):
+                if target is not rows:
+                    rows[...] = target
+                return True
         handle = pq.ParquetFile(path, pre_buffer=False)
         col = handle.read_row_group(int(groups[k]), columns=["embedding"], use_threads=False).column(0)
-        row = int(starts[k])
+        row = 0
         for chunk in col.chunks:
             values = chunk.flatten()
             if chunk.null_count or values.null_count:
                 return False
             n = len(chunk)
-            out[row : row + n] = values.to_numpy(zero_copy_only=False).reshape(n, dim)
+            rows[row : row + n] = values.to_numpy(zero_copy_only=False).reshape(n, dim)
             row += n
         return True
 

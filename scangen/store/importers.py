@@ -47,7 +47,7 @@ def _read_manifest(manifest: Path | pl.DataFrame) -> tuple[pl.DataFrame, str]:
     if not path.is_file():
         raise StoreValidationError(f"{path}: manifest file not found")
     if path.suffix.lower() == ".csv":
-        return pl.read_csv(path, infer_schema_length=None, schema_overrides={"slide_id": pl.String}), str(path)
+        return pl.read_csv(path, infer_schema=False), str(path)  # all text: ids keep leading zeros
     if path.suffix.lower() in (".parquet", ".pq"):
         return pl.read_parquet(path), str(path)
     raise StoreValidationError(f"{path}: manifest must be a .csv or .parquet file")
@@ -84,9 +84,29 @@ def _magnification(col: pl.Series, source: str) -> pl.Series:
         parsed = digits.cast(pl.Int64, strict=False)
         bad = parsed.is_null() & col.is_not_null()
         if bad.any():
-            raise StoreValidationError(f"{source}: column 'magnification' has unreadable values {col.filter(bad).unique().to_list()}")
+            values = col.filter(bad).unique().to_list()
+            raise StoreValidationError(f"{source}: column 'magnification' has unreadable values {values}")
         return parsed
-    raise StoreValidationError(f"{source}: column 'magnification' must be an integer (or text like '40x'), got {col.dtype}")
+    raise StoreValidationError(
+        f"{source}: column 'magnification' must be an integer (or text like '40x'), got {col.dtype}"
+    )
+
+
+def _egfr(col: pl.Series, source: str) -> pl.Series:
+    """EGFR labels as integers from integers, booleans or text ('0', '1', 'true', 'false')."""
+    if col.dtype.is_integer():
+        return col
+    if col.dtype == pl.Boolean:
+        return col.cast(pl.Int64)
+    if col.dtype == pl.String:
+        text = col.str.strip_chars().str.to_lowercase()
+        parsed = text.replace_strict({"0": 0, "1": 1, "false": 0, "true": 1}, default=None, return_dtype=pl.Int64)
+        bad = parsed.is_null() & col.is_not_null()
+        if bad.any():
+            values = col.filter(bad).unique().to_list()
+            raise StoreValidationError(f"{source}: column 'egfr' has values {values}; expected 0/1 or true/false")
+        return parsed
+    raise StoreValidationError(f"{source}: column 'egfr' must be 0/1 (integer, boolean or text), got {col.dtype}")
 
 
 def manifest_to_slides(manifest: Path | pl.DataFrame) -> pl.DataFrame:
@@ -102,7 +122,7 @@ def manifest_to_slides(manifest: Path | pl.DataFrame) -> pl.DataFrame:
         pl.col("specimen_id").cast(pl.String),
         _scanner_codes(df["scanner"], source).alias("scanner"),
         _magnification(df["magnification"], source).alias("magnification"),
-        (df["egfr"].cast(pl.Int64) if df["egfr"].dtype == pl.Boolean else df["egfr"]).alias("egfr"),
+        _egfr(df["egfr"], source).alias("egfr"),
     )
     if "cohort" not in df.columns:
         df = df.with_columns(pl.lit("task").alias("cohort"))
@@ -206,10 +226,14 @@ def import_features(
     ids = slides["slide_id"].to_list()
     no_file = [s for s in ids if s not in files]
     if no_file:
-        raise StoreValidationError(f"{features_dir}: no {fmt} feature file for manifest slide ids {format_ids(no_file)}")
+        raise StoreValidationError(
+            f"{features_dir}: no {fmt} feature file for manifest slide ids {format_ids(no_file)}"
+        )
     extra = sorted(set(files) - set(ids))
     if extra:
-        raise StoreValidationError(f"{features_dir}: feature files without a manifest row for slide ids {format_ids(extra)}")
+        raise StoreValidationError(
+            f"{features_dir}: feature files without a manifest row for slide ids {format_ids(extra)}"
+        )
     meta = _check_existing_store(store, slides)
 
     feats, coords, missing_coords = [], [], []

@@ -96,45 +96,62 @@ class _BagFile:
             raise StoreValidationError(f"{self.source}: no {what} for slide ids {format_ids(missing)}")
         return np.array([self.index[s] for s in slide_ids], dtype=np.int64)
 
-    def read(self, bags: np.ndarray, columns: list[str], dtype: np.dtype | None):
-        """Columns for bags `bags` (in that order): dict of numpy arrays plus the new offsets."""
+    def _plan(self, bags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Which row groups to read for `bags`, and where the wanted rows sit among the rows read.
+
+        Returns (groups, new offsets, local row positions or None when the rows read are exactly the
+        wanted rows in order, bag number of every row read).
+        """
         rows, new_offsets = gather_rows(self.offsets, bags)
         if isinstance(rows, slice):
             rows = np.arange(rows.start, rows.stop, dtype=np.int64)
         meta = self.file.metadata
-        group_sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)], dtype=np.int64)
-        group_starts = np.concatenate([[0], np.cumsum(group_sizes)])
-        group_of_row = np.searchsorted(group_starts, rows, side="right") - 1
+        sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        group_of_row = np.searchsorted(starts, rows, side="right") - 1
         groups = np.unique(group_of_row)
-        read_starts = np.zeros(len(group_starts), dtype=np.int64)
-        read_starts[groups] = np.concatenate([[0], np.cumsum(group_sizes[groups])[:-1]])
-        local = rows - group_starts[group_of_row] + read_starts[group_of_row]
-        contiguous = len(local) == 0 or (local[0] == 0 and np.all(np.diff(local) == 1)
-                                         and local[-1] == group_sizes[groups].sum() - 1)
-        row_slide = self.row_slide[
-            np.concatenate([np.arange(group_starts[g], group_starts[g + 1]) for g in groups])
-        ] if len(groups) else np.zeros(0, dtype=np.int64)
+        read_start = np.zeros(len(starts), dtype=np.int64)
+        read_start[groups] = np.concatenate([[0], np.cumsum(sizes[groups])[:-1]])
+        local = rows - starts[group_of_row] + read_start[group_of_row]
+        n_read = int(sizes[groups].sum())
+        in_order = len(local) == n_read and bool(np.all(local == np.arange(n_read)))
+        read_rows = [np.arange(starts[g], starts[g + 1]) for g in groups]
+        row_slide = self.row_slide[np.concatenate(read_rows)] if read_rows else np.zeros(0, dtype=np.int64)
+        return groups, new_offsets, None if in_order else local, row_slide
+
+    def read(self, bags: np.ndarray, columns: list[str], dtype: np.dtype | None):
+        """Columns for bags `bags` (in that order) as numpy arrays, plus the offsets of those bags."""
+        groups, new_offsets, local, row_slide = self._plan(bags)
         small = [c for c in columns if c != "embedding"]
-        table = self.file.read_row_groups(groups.tolist(), columns=small) if small else None
         out: dict[str, np.ndarray] = {}
-        for name in small:
-            col = table.column(name)
-            check_no_nulls(col, name, row_slide, self.names, self.source)
-            arr = int_array(col, name, np.int8 if name == "tissue_class" else np.int32, self.source)
-            out[name] = arr if contiguous else arr[local]
+        if small:
+            table = self.file.read_row_groups(groups.tolist(), columns=small)
+            for name in small:
+                col = table.column(name)
+                check_no_nulls(col, name, row_slide, self.names, self.source)
+                out[name] = int_array(col, name, np.int8 if name == "tissue_class" else np.int32, self.source)
         if "embedding" in columns:
-            target = dtype if dtype is not None else embedding_dtype(self.schema)
-            emb_type = self.schema.field("embedding").type
-            arr = None
-            if pa.types.is_fixed_size_list(emb_type):
-                arr = read_fixed_embeddings(self.path, groups, group_sizes[groups], emb_type.list_size, target)
-            if arr is None:  # variable-length lists or nulls: the exact path, with precise error messages
-                col = self.file.read_row_groups(groups.tolist(), columns=["embedding"]).column("embedding")
-                check_no_nulls(col, "embedding", row_slide, self.names, self.source)
-                dim = embedding_dim(col, row_slide, self.names, self.source)
-                arr = embedding_matrix(col, dim, target)
-            out["embedding"] = arr if contiguous else arr[local]
+            out["embedding"] = self._embeddings(groups, row_slide, dtype)
+        if local is not None:
+            out = {name: arr[local] for name, arr in out.items()}
         return out, new_offsets
+
+    def _embeddings(self, groups: np.ndarray, row_slide: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+        """The embedding rows of `groups` as one (rows, D) array in `dtype` (None: stored type)."""
+        target = dtype if dtype is not None else embedding_dtype(self.schema)
+        emb_type = self.schema.field("embedding").type
+        if pa.types.is_fixed_size_list(emb_type):
+            meta = self.file.metadata
+            sizes = np.array([meta.row_group(int(g)).num_rows for g in groups], dtype=np.int64)
+            stored = embedding_dtype(self.schema)
+            arr = read_fixed_embeddings(self.path, groups, sizes, emb_type.list_size, stored, np.dtype(target))
+            if arr is not None:
+                return arr
+        # variable-length lists, or nulls met: the exact path, whose errors name the slides
+        col = self.file.read_row_groups(groups.tolist(), columns=["embedding"]).column("embedding")
+        check_no_nulls(col, "embedding", row_slide, self.names, self.source)
+        dim = embedding_dim(col, row_slide, self.names, self.source)
+        return embedding_matrix(col, dim, target)
 
 
 def _check_patch_index(patch_index: np.ndarray, offsets: np.ndarray, ids: list[str], source: str) -> None:
@@ -144,7 +161,8 @@ def _check_patch_index(patch_index: np.ndarray, offsets: np.ndarray, ids: list[s
     if bad.size:
         bags = np.unique(np.searchsorted(offsets, bad, side="right") - 1)
         raise StoreValidationError(
-            f"{source}: column 'patch_index' is not 0..n-1 in row order for slide ids {format_ids([ids[b] for b in bags])}"
+            f"{source}: column 'patch_index' is not 0..n-1 in row order for slide ids "
+            f"{format_ids([ids[b] for b in bags])}"
         )
 
 
@@ -152,26 +170,37 @@ def _wanted_slides(slides: pl.DataFrame, slide_ids: Sequence[str] | None, slides
     """Rows of `slides` for `slide_ids` in that order (all rows when None)."""
     if slide_ids is None:
         return slides
-    wanted = list(slide_ids)
     if isinstance(slide_ids, str):
         raise StoreValidationError(f"slide_ids must be a sequence of slide ids, got the string {slide_ids!r}")
-    dup = pl.Series(wanted, dtype=pl.String)
-    if dup.is_duplicated().any():
-        raise StoreValidationError(f"slide_ids requested twice: {format_ids(dup.filter(dup.is_duplicated()).unique().to_list())}")
+    wanted = pl.Series(list(slide_ids), dtype=pl.String)
+    if wanted.is_duplicated().any():
+        twice = wanted.filter(wanted.is_duplicated()).unique(maintain_order=True).to_list()
+        raise StoreValidationError(f"slide_ids requested more than once: {format_ids(twice)}")
     pos = {s: i for i, s in enumerate(slides["slide_id"].to_list())}
     missing = [s for s in wanted if s not in pos]
     if missing:
-        raise StoreValidationError(f"{slides_source}: column 'slide_id' lacks requested slide ids {format_ids(missing)}")
+        raise StoreValidationError(
+            f"{slides_source}: column 'slide_id' lacks requested slide ids {format_ids(missing)}"
+        )
     return slides[[pos[s] for s in wanted]]
 
 
-def _check_dim(store: Path, fm: str, dim: int, source: str) -> None:
-    meta = read_meta(store)
-    known = meta["models"].get(fm)
-    if known is None:
-        raise StoreValidationError(f"{meta_path(store)}: key 'models' has no entry for model {fm!r} (has {sorted(meta['models'])})")
-    if known != dim:
-        raise StoreValidationError(f"{source}: column 'embedding' has dimension {dim} but {meta_path(store)} says models[{fm!r}] = {known}")
+def _meta_dim(store: Path, fm: str) -> int:
+    """Embedding size D of model `fm` according to meta.json."""
+    models = read_meta(store)["models"]
+    if fm not in models:
+        raise StoreValidationError(
+            f"{meta_path(store)}: key 'models' has no entry for model {fm!r} (has {sorted(models)})"
+        )
+    return int(models[fm])
+
+
+def _check_dim(store: Path, fm: str, expected: int, dim: int, source: str) -> None:
+    if dim != expected:
+        raise StoreValidationError(
+            f"{source}: column 'embedding' has dimension {dim} but {meta_path(store)} says "
+            f"models[{fm!r}] = {expected}"
+        )
 
 
 def _check_orphans(bag_file: _BagFile, slides: pl.DataFrame, store: Path, what: str) -> None:
@@ -199,6 +228,7 @@ def load_bags(store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtyp
     dtype: float32 (default), float16, or None to keep the stored type.
     """
     store = Path(store)
+    expected_dim = _meta_dim(store, fm)
     slides = read_slides(store)
     chosen = _wanted_slides(slides, slide_ids, str(slides_path(store)))
     bag_file = _BagFile(embeddings_path(store, fm), ("patch_index", "x", "y"))
@@ -209,16 +239,19 @@ def load_bags(store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtyp
     if "tissue_class" in bag_file.schema.names:
         columns.append("tissue_class")
     data, offsets = bag_file.read(bags, columns, _check_dtype(dtype))
-    _check_dim(store, fm, data["embedding"].shape[1], bag_file.source)
+    _check_dim(store, fm, expected_dim, data["embedding"].shape[1], bag_file.source)
     _check_patch_index(data["patch_index"], offsets, ids, bag_file.source)
     check_finite(data["embedding"], offsets, ids, bag_file.source)
     coords = np.column_stack([data["x"], data["y"]]).astype(np.int32, copy=False)
     return Bags(chosen, data["embedding"], offsets, coords, data.get("tissue_class"))
 
 
-def load_registered(store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtype=np.float32) -> RegisteredBags:
+def load_registered(
+    store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtype=np.float32
+) -> RegisteredBags:
     """Registered tiles of model `fm`: slides that have them, in slides.parquet order (or `slide_ids`)."""
     store = Path(store)
+    expected_dim = _meta_dim(store, fm)
     slides = read_slides(store)
     bag_file = _BagFile(registered_path(store, fm), ("tile_id",))
     _check_orphans(bag_file, slides, store, "tiles")
@@ -229,8 +262,10 @@ def load_registered(store: Path, fm: str, slide_ids: Sequence[str] | None = None
         chosen = _wanted_slides(slides, slide_ids, str(slides_path(store)))
     ids = chosen["slide_id"].to_list()
     bags = bag_file.bag_positions(ids, "registered tiles")
-    columns = ["tile_id", "embedding"] + (["tissue_class"] if "tissue_class" in bag_file.schema.names else [])
+    columns = ["tile_id", "embedding"]
+    if "tissue_class" in bag_file.schema.names:
+        columns.append("tissue_class")
     data, offsets = bag_file.read(bags, columns, _check_dtype(dtype))
-    _check_dim(store, fm, data["embedding"].shape[1], bag_file.source)
+    _check_dim(store, fm, expected_dim, data["embedding"].shape[1], bag_file.source)
     check_finite(data["embedding"], offsets, ids, bag_file.source)
     return RegisteredBags(chosen, data["embedding"], offsets, data["tile_id"], data.get("tissue_class"))

@@ -136,7 +136,7 @@ def empty_bags(offsets: np.ndarray, slide_ids: Sequence[str]) -> list[str]:
 
 
 def _chunk_has_nonfinite(chunk: np.ndarray) -> bool:
-    """Cheap test for any NaN/inf in a chunk (may not be fooled: a True is re-checked exactly).
+    """Cheap test for any NaN/inf in a chunk; a True is then located exactly with np.isfinite.
 
     float16: NaN/inf are exactly the values whose 5 exponent bits are all ones, tested on the raw
     bits (numpy converts float16 to float32 slowly). float32: a float32 sum is finite unless an

@@ -84,11 +84,17 @@ def _int_column(arr: np.ndarray | None, name: str, shape: tuple, dtype: type, so
     """Check an integer per-row array has `shape` and fits `dtype`; return it cast to `dtype`."""
     arr = np.asarray(arr)
     if arr.shape != shape or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise StoreValidationError(f"{source}: {name} must be an integer array of shape {shape}, got {arr.dtype} {arr.shape}")
+        raise StoreValidationError(
+            f"{source}: {name} must be an integer array of shape {shape}, got {arr.dtype} {arr.shape}"
+        )
     info = np.iinfo(dtype)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
         raise StoreValidationError(f"{source}: {name} values must fit {np.dtype(dtype).name}")
     return arr.astype(dtype, copy=False)
+
+
+def _tissue(tissue_class: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
+    return None if tissue_class is None else _int_column(tissue_class, "tissue_class", (n,), np.int8, source)
 
 
 def _check_meta_dim(store: Path, fm: str, dim: int, source: str) -> None:
@@ -97,7 +103,9 @@ def _check_meta_dim(store: Path, fm: str, dim: int, source: str) -> None:
     if path.exists():
         known = json.loads(path.read_text()).get("models", {}).get(fm)
         if known is not None and known != dim:
-            raise StoreValidationError(f"{source}: embedding dimension {dim} differs from {path} models[{fm!r}] = {known}")
+            raise StoreValidationError(
+                f"{source}: embedding dimension {dim} differs from {path} models[{fm!r}] = {known}"
+            )
 
 
 def _embedding_column(features: np.ndarray) -> pa.FixedSizeListArray:
@@ -173,7 +181,7 @@ def write_embeddings(
         "patch_index": (np.arange(n, dtype=np.int64) - np.repeat(off[:-1], np.diff(off))).astype(np.int32),
         "x": np.ascontiguousarray(xy[:, 0]),
         "y": np.ascontiguousarray(xy[:, 1]),
-        "tissue_class": None if tissue_class is None else _int_column(tissue_class, "tissue_class", (n,), np.int8, source),
+        "tissue_class": _tissue(tissue_class, n, source),
     }
     table = _bag_table(ids, off, features, extra)
     return _write_bag_table(table, target, features.shape[1] * features.itemsize)
@@ -194,7 +202,7 @@ def write_registered(
     n = len(features)
     extra = {
         "tile_id": _int_column(tile_id, "tile_id", (n,), np.int32, source),
-        "tissue_class": None if tissue_class is None else _int_column(tissue_class, "tissue_class", (n,), np.int8, source),
+        "tissue_class": _tissue(tissue_class, n, source),
     }
     table = _bag_table(ids, off, features, extra)
     return _write_bag_table(table, target, features.shape[1] * features.itemsize)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import ContextManager
 
 import torch
@@ -52,7 +53,13 @@ def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> "torch.
 
 @contextlib.contextmanager
 def deterministic_mode(enabled: bool = True):
-    """Temporarily request deterministic kernels (warn-only where an op has none); restore after."""
+    """Temporarily request deterministic kernels (warn-only where an op has none); restore after.
+
+    Also sets CUBLAS_WORKSPACE_CONFIG (needed for deterministic cuBLAS) unless already set; it
+    only takes effect if CUDA has not been initialised yet in this process.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     was = torch.are_deterministic_algorithms_enabled()
     was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(enabled, warn_only=True)
@@ -60,3 +67,15 @@ def deterministic_mode(enabled: bool = True):
         yield
     finally:
         torch.use_deterministic_algorithms(was, warn_only=was_warn)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Temporarily set torch's intra-op CPU thread count (None: unchanged); restore after."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

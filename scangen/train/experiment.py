@@ -12,6 +12,7 @@ from scangen.store import Bags, load_bags, read_meta
 from scangen.store.atomic import atomic_open
 from scangen.train.checkpoint import save_checkpoint
 from scangen.train.config import TrainConfig, config_hash
+from scangen.train.device import cpu_threads
 from scangen.train.predict import predict_logits
 from scangen.train.trainer import TrainResult, train
 
@@ -85,8 +86,9 @@ def run_experiment(config: TrainConfig, bags: Bags | None = None) -> pl.DataFram
     """
     if bags is None:
         bags = load_experiment_bags(config)
-    result = train(config, bags)
-    table = prediction_table(result, include_task=config.predict_task)
+    with cpu_threads(config.num_threads):
+        result = train(config, bags)
+        table = prediction_table(result, include_task=config.predict_task)
     if config.output is not None:
         write_parquet_atomic(table, config.output)
     if config.checkpoint is not None:

@@ -28,7 +28,14 @@ from scangen.splits import TASK_SPLIT, specimen_splits
 from scangen.store.bags import Bags
 from scangen.train.batching import BagTensors, collate
 from scangen.train.config import TrainConfig
-from scangen.train.device import amp_dtype, autocast, deterministic_mode, make_grad_scaler, resolve_device
+from scangen.train.device import (
+    amp_dtype,
+    autocast,
+    cpu_threads,
+    deterministic_mode,
+    make_grad_scaler,
+    resolve_device,
+)
 from scangen.train.predict import predict_logits
 from scangen.train.samplers import ScanGenSampler, TaskSampler
 
@@ -133,7 +140,7 @@ def train(config: TrainConfig, bags: Bags, *, bag_tensors: BagTensors | None = N
             slides, config.scangen_k, rng, config.scanner_subset, config.include_20x_in_scangen
         )
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices), deterministic_mode(True):
+    with torch.random.fork_rng(devices=cuda_devices), deterministic_mode(True), cpu_threads(config.num_threads):
         torch.manual_seed(config.seed)
         model = build_model(bags.dim, config.head, config.hidden_dim, phi_dropout=config.dropout, **config.head_kwargs)
         model.to(device)

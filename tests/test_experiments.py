@@ -1,0 +1,260 @@
+"""Experiment modules on tiny data: subset enumeration and selection, gain/relative-change arithmetic,
+best/worst counting, seed aggregation, the run cache, result files and one cached tiny session."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from scangen.constants import SCANNERS_40X
+from scangen.experiments import ablation as ab
+from scangen.experiments import results, stats
+from scangen.experiments.cache import RunCache, code_fingerprint, store_fingerprint
+
+
+# --- ablation subsets ----------------------------------------------------------------------------
+
+def test_subset_enumeration_counts():
+    subsets = ab.enumerate_subsets()
+    assert len(subsets) == 57
+    sizes = [len(s) for s in subsets]
+    assert [sizes.count(k) for k in range(2, 7)] == [15, 20, 15, 6, 1]
+    assert len(set(subsets)) == 57 and all(set(s) <= set(SCANNERS_40X) for s in subsets)
+    with pytest.raises(ValueError, match="sizes"):
+        ab.enumerate_subsets(sizes=[7])
+
+
+def test_select_subsets_is_balanced_deterministic_and_keeps_the_full_set():
+    subsets = ab.enumerate_subsets()
+    assert ab.select_subsets(subsets, None) == subsets
+    assert ab.select_subsets(subsets, 100) == subsets
+    pick = ab.select_subsets(subsets, 9)
+    assert len(pick) == 9 and pick == ab.select_subsets(subsets, 9)
+    assert tuple(SCANNERS_40X) in pick
+    assert {len(s) for s in pick} == {2, 3, 4, 5, 6}
+    assert ab.select_subsets(subsets, 1) == [tuple(SCANNERS_40X)]
+    with pytest.raises(ValueError, match="max_subsets"):
+        ab.select_subsets(subsets, 0)
+
+
+def test_cov_gain_and_relative_change_arithmetic():
+    assert ab.cov_gain(0.25, 0.5) == pytest.approx(50.0)
+    assert ab.cov_gain(np.array([0.6, 0.4]), np.array([0.5, 0.5])) == pytest.approx([-20.0, 20.0])
+    with pytest.raises(ValueError, match="base_cov"):
+        ab.cov_gain(0.1, 0.0)
+    # the paper's Table 1: Phikon 0.389 -> 0.121 is printed as -68.9%
+    assert stats.relative_change(0.121, 0.389) == pytest.approx(-68.89, abs=0.01)
+    assert stats.relative_change(0.193, 0.174) == pytest.approx(10.92, abs=0.01)
+    assert math.isnan(stats.relative_change(1.0, 0.0))
+
+
+def _subset_table(covs: dict[tuple[str, ...], float]) -> pl.DataFrame:
+    return pl.DataFrame({"subset": [list(s) for s in covs], "size": [len(s) for s in covs],
+                         "scanner_cov": list(covs.values())})
+
+
+def test_best_worst_counts_scanners_and_pairs():
+    table = _subset_table({
+        ("AT2", "GT450"): 0.9, ("GT450", "S360MD"): 0.2, ("S360MD", "B300"): 0.5,
+        ("AT2", "GT450", "P1000"): 0.8, ("GT450", "S360MD", "DP200"): 0.1,
+    })
+    bw = ab.best_worst(table, count_sizes=(2, 3, 4))
+    assert bw["sizes_counted"] == [2, 3]
+    assert bw["best"] == {2: ["GT450+S360MD"], 3: ["GT450+S360MD+DP200"]}
+    assert bw["worst"] == {2: ["AT2+GT450"], 3: ["AT2+GT450+P1000"]}
+    assert bw["scanner_counts"]["best"]["GT450"] == 2 and bw["scanner_counts"]["best"]["S360MD"] == 2
+    assert bw["scanner_counts"]["best"]["AT2"] == 0
+    assert bw["scanner_counts"]["worst"]["AT2"] == 2
+    assert bw["pair_counts"]["worst"]["AT2+GT450"] == 2
+    two = ab.best_worst(table, count_sizes=(2,), top_k=2)
+    assert two["best"][2] == ["GT450+S360MD", "S360MD+B300"]
+
+
+def test_best_worst_ties_break_by_name():
+    table = _subset_table({("B300", "DP200"): 0.3, ("AT2", "P1000"): 0.3})
+    bw = ab.best_worst(table, count_sizes=(2,))
+    assert bw["best"][2] == ["AT2+P1000"] and bw["worst"][2] == ["AT2+P1000"]
+
+
+def test_gain_by_size():
+    t = pl.DataFrame({"size": [2, 2, 3], "gain": [10.0, 30.0, 50.0]})
+    g = ab.gain_by_size(t)
+    assert g["size"].to_list() == [2, 3] and g["n_subsets"].to_list() == [2, 1]
+    assert g["gain_mean"].to_list() == pytest.approx([20.0, 50.0])
+    assert g["gain_min"][0] == 10.0 and g["gain_max"][0] == 30.0
+
+
+# --- seed statistics -----------------------------------------------------------------------------
+
+def test_mean_ci_student_t():
+    mean, lo, hi = stats.mean_ci([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    m1, lo1, hi1 = stats.mean_ci([0.7])
+    assert m1 == 0.7 and math.isnan(lo1) and math.isnan(hi1)
+    with pytest.raises(ValueError, match="finite"):
+        stats.mean_ci([0.5, float("nan")])
+
+
+def _runs() -> pl.DataFrame:
+    return pl.DataFrame({
+        "fm": ["a"] * 4 + ["b"] * 2, "use_scangen": [False, False, True, True, False, True],
+        "seed": [0, 1, 0, 1, 0, 0],
+        "auc": [0.70, 0.72, 0.74, 0.76, 0.6, 0.65], "auc_ci_low": [0.6] * 6, "auc_ci_high": [0.9] * 6,
+        "scanner_cov": [0.40, 0.40, 0.20, 0.20, 0.5, 0.25], "mag_cov": [0.1, 0.1, 0.05, 0.05, float("nan"), float("nan")],
+        "flip_rate": [0.2, 0.2, 0.1, 0.1, 0.3, 0.2],
+    })
+
+
+def test_aggregate_seeds_and_relative_change():
+    agg = stats.aggregate_seeds(_runs(), ["fm", "use_scangen"])
+    assert agg.height == 4 and agg["n_seeds"].to_list() == [2, 2, 1, 1]
+    a_base = agg.row(0, named=True)
+    assert a_base["auc_mean"] == pytest.approx(0.71)
+    assert 0.0 <= a_base["auc_lo"] <= a_base["auc_mean"] <= a_base["auc_hi"] <= 1.0  # clipped t-interval
+    b_base = agg.filter((pl.col("fm") == "b") & ~pl.col("use_scangen")).row(0, named=True)
+    assert (b_base["auc_lo"], b_base["auc_hi"]) == (0.6, 0.9)  # one seed: the bootstrap CI
+    assert math.isnan(b_base["scanner_cov_lo"]) and math.isnan(b_base["mag_cov_mean"])
+    rel = stats.add_relative_change(agg, by=["fm"])
+    a_sg = rel.filter((pl.col("fm") == "a") & pl.col("use_scangen")).row(0, named=True)
+    assert a_sg["scanner_cov_rel_change"] == pytest.approx(-50.0)
+    assert a_sg["auc_rel_change"] == pytest.approx(100 * (0.75 - 0.71) / 0.71)
+    assert rel.filter(~pl.col("use_scangen"))["scanner_cov_rel_change"].null_count() == 2
+    with pytest.raises(ValueError, match="baseline"):
+        stats.add_relative_change(agg.filter(pl.col("use_scangen")), by=["fm"])
+
+
+# --- run cache -----------------------------------------------------------------------------------
+
+def _preds(value: float) -> pl.DataFrame:
+    return pl.DataFrame({"slide_id": ["s1", "s2"], "logit": [value, -value]})
+
+
+def test_run_cache_reuses_and_separates(tmp_path: Path):
+    cache = RunCache(tmp_path / "c", code_fp="code-1")
+    calls = []
+
+    def run():
+        calls.append(1)
+        return _preds(float(len(calls)))
+
+    first, cached = cache.get_or_run({"fm": "x", "seed": 0}, "store-1", run)
+    again, cached2 = cache.get_or_run({"seed": 0, "fm": "x"}, "store-1", run)  # key order irrelevant
+    assert (cached, cached2) == (False, True) and len(calls) == 1
+    assert again.equals(first) and (cache.hits, cache.misses) == (1, 1)
+    cache.get_or_run({"fm": "x", "seed": 1}, "store-1", run)  # another config
+    cache.get_or_run({"fm": "x", "seed": 0}, "store-2", run)  # another store
+    RunCache(tmp_path / "c", code_fp="code-2").get_or_run({"fm": "x", "seed": 0}, "store-1", run)  # new code
+    assert len(calls) == 4
+    info = cache.info(cache.key({"fm": "x", "seed": 0}, "store-1"))
+    assert info["config"] == {"fm": "x", "seed": 0} and info["train_seconds"] >= 0
+
+
+def test_run_cache_failed_run_leaves_no_entry(tmp_path: Path):
+    cache = RunCache(tmp_path, code_fp="c")
+
+    def boom():
+        raise RuntimeError("training diverged")
+
+    with pytest.raises(RuntimeError, match="diverged"):
+        cache.get_or_run({"a": 1}, "s", boom)
+    assert cache.get(cache.key({"a": 1}, "s")) is None
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_fingerprints(tiny_store: Path, tmp_path: Path):
+    fp = store_fingerprint(tiny_store, "phikon-sim")
+    assert fp == store_fingerprint(tiny_store, "phikon-sim") != store_fingerprint(tiny_store, "uni-sim")
+    with pytest.raises(FileNotFoundError, match="fingerprint"):
+        store_fingerprint(tmp_path, "phikon-sim")
+    assert code_fingerprint() == code_fingerprint()
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "a.py").write_text("x = 1\n")
+    before = code_fingerprint(("train",), tmp_path)
+    (tmp_path / "train" / "a.py").write_text("x = 2\n")
+    assert code_fingerprint(("train",), tmp_path) != before
+
+
+# --- result files --------------------------------------------------------------------------------
+
+def test_results_json_is_strict_and_flagged(tmp_path: Path):
+    path = results.write_json(tmp_path, "x", {"a": float("nan"), "b": np.float32(0.5), "c": (1, 2),
+                                               "d": {3: np.int64(4)}}, simulated=True)
+    doc = json.loads(path.read_text())
+    assert doc == {"simulated": True, "a": None, "b": 0.5, "c": [1, 2], "d": {"3": 4}}
+    assert results.read_json(tmp_path, "x") == doc
+    with pytest.raises(FileNotFoundError, match="run the notebook"):
+        results.read_json(tmp_path, "missing")
+
+
+def test_results_table_gets_simulated_column(tmp_path: Path):
+    results.write_table(tmp_path, "t", pl.DataFrame({"a": [1, 2]}), simulated=True)
+    back = results.read_table(tmp_path, "t")
+    assert back["simulated"].to_list() == [True, True]
+    with pytest.raises(ValueError, match="simulated"):
+        results.write_table(tmp_path, "u", pl.DataFrame({"a": [1], "simulated": [False]}), simulated=True)
+
+
+# --- one tiny cached session ----------------------------------------------------------------------
+
+def test_session_runs_are_cached_and_identical(tiny_store: Path, tmp_path: Path):
+    from scangen.experiments.session import ExperimentSession, train_settings
+    from scangen.experiments.table1 import resolve_fm, run_table1, table1_json
+
+    settings = train_settings(3, "cpu", {"eval_every": 3, "patience": 1})
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        train_settings(3, "cpu", {"not_a_field": 1})
+    s1 = ExperimentSession(tiny_store, tmp_path / "cache", settings)
+    runs, table = run_table1(s1, ["phikon-sim"], [0])
+    assert runs.height == 2 and not runs["cached"].any()
+    assert table["use_scangen"].to_list() == [False, True]
+    assert (s1.cache.hits, s1.cache.misses) == (0, 2)
+    s2 = ExperimentSession(tiny_store, tmp_path / "cache", settings)
+    runs2, table2 = run_table1(s2, ["phikon-sim"], [0])
+    assert runs2["cached"].all() and (s2.cache.hits, s2.cache.misses) == (2, 0)
+    assert runs2.drop("cached").equals(runs.drop("cached"))
+    doc = table1_json(table2, [0])
+    assert doc["strongest_fm"] == "phikon-sim" and set(doc["fms"]["phikon-sim"]) >= {"baseline", "scangen", "rel_change"}
+    results.write_json(tmp_path, "table1", doc, simulated=True)
+    assert resolve_fm(None, tmp_path, s2.models) == ("phikon-sim", "highest baseline AUC in Table 1")
+    assert resolve_fm(None, tmp_path / "none", s2.models)[0] == "hoptimus0-sim"
+    with pytest.raises(ValueError, match="not in the store"):
+        resolve_fm("nope", tmp_path, s2.models)
+
+
+def test_published_values_join_by_model():
+    from scangen.experiments.scanner_bias import with_published
+
+    metrics = pl.DataFrame({"fm": ["phikon-sim", "virchow-sim", "my-real-fm"], "robustness_index": [0.4, 0.8, 0.5]})
+    assert with_published(metrics, None)["real_model"].to_list() == ["Phikon", "Virchow", None]
+    pub = pl.DataFrame({"model": ["phikon-sim", "phikon-sim", "virchow-sim", "phikon-sim"],
+                        "metric": ["ri", "top10", "ri", "ri"], "published": [0.476, 0.125, 0.815, 0.476],
+                        "achieved": [0.47, 0.13, 0.8, 0.46], "protocol": ["calibration", "calibration", "calibration", "check"]})
+    out = with_published(metrics, pub)
+    assert out["published_ri"].to_list() == [0.476, 0.815, None]
+    assert out["published_top10"].to_list() == [0.125, None, None]
+    with pytest.raises(ValueError, match="calibration table"):
+        with_published(metrics, pub.drop("published"))
+
+
+def test_sensitivity_sweep_is_one_at_a_time(tiny_store: Path, tmp_path: Path):
+    from scangen.experiments.sensitivity import sweep_configs
+    from scangen.experiments.session import ExperimentSession
+
+    s = ExperimentSession(tiny_store, tmp_path, {"max_steps": 2})
+    grid = {"scangen_level": ["slide", "patch"], "lam": [0.3, 1.0, 3.0]}
+    sweep = sweep_configs(s, "uni-sim", grid, seeds=[0, 1])
+    # per seed: the default run + one run per non-default value (patch, 0.3, 3.0)
+    assert len(sweep) == 2 * 4
+    default = sweep[0][2]
+    assert default.use_scangen and default.scangen_level == "slide" and default.lam == 1.0
+    for name, value, cfg in sweep[1:4]:
+        changed = {k for k in ("scangen_level", "lam") if getattr(cfg, k) != getattr(default, k)}
+        assert changed == {name} and getattr(cfg, name) == value
+    with pytest.raises(ValueError, match="not a TrainConfig field"):
+        sweep_configs(s, "uni-sim", {"nope": [1]}, seeds=[0])
