@@ -2,7 +2,8 @@
 
 Writes a realistic store (default 1000 slides x ~500 patches x D = 1536, float16: about 1.5 GB of
 embeddings), saves the same flat array with np.save, then times (best of --repeats):
-  np.load of the .npy, load_bags of the whole store (stored dtype and float32), a 10 % slide subset.
+  np.load of the .npy, load_bags of the whole store (stored dtype and float32), a 10 % slide subset,
+  one decoding thread, and pyarrow's own decoder instead of the numpy page decoder (fastread.py).
 Prints each time and its ratio to np.load. Target: full load <= 8x np.load.
 
     .venv/bin/python benchmarks/bench_store_read.py [--slides 1000] [--patches 500] [--dim 1536]
@@ -90,7 +91,7 @@ def main() -> None:
         del features
 
         np_wall, np_cpu = _best(lambda: np.load(root / "features.npy"), args.repeats)
-        print(f"np.load                 {np_wall:7.3f} s  ({gb / np_wall:.2f} GB/s)  cpu {np_cpu:.3f} s")
+        print(f"np.load                   {np_wall:7.3f} s  ({gb / np_wall:.2f} GB/s)  cpu {np_cpu:.3f} s")
         ids = [f"slide-{i:05d}" for i in range(0, args.slides, 10)]
         cases = {
             f"load_bags ({dtype.name})": lambda: load_bags(root / "store", "bench", dtype=None),
@@ -104,11 +105,19 @@ def main() -> None:
             finally:
                 store_columns.READ_WORKERS = saved
 
+        def pyarrow_decoder():
+            saved, store_columns.FAST_PATH = store_columns.FAST_PATH, False
+            try:
+                load_bags(root / "store", "bench", dtype=None)
+            finally:
+                store_columns.FAST_PATH = saved
+
         cases["load_bags (1 thread)"] = one_thread
+        cases["load_bags (pyarrow only)"] = pyarrow_decoder
         print(f"(load_bags decodes row groups with {store_columns.READ_WORKERS} threads)")
         for name, fn in cases.items():
             wall, cpu = _best(fn, args.repeats)
-            print(f"{name:23s} {wall:7.3f} s  ratio to np.load {wall / np_wall:5.2f}x  cpu {cpu:.3f} s "
+            print(f"{name:25s} {wall:7.3f} s  ratio to np.load {wall / np_wall:5.2f}x  cpu {cpu:.3f} s "
                   f"(cpu ratio {cpu / max(np_cpu, 1e-9):.1f}x)")
         check = load_bags(root / "store", "bench", dtype=None)
         same = np.array_equal(check.features, np.load(root / "features.npy"))

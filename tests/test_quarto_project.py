@@ -9,6 +9,7 @@ Quarto itself is not needed (and not imitated): these are the preconditions of `
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
@@ -138,16 +139,19 @@ def smoke_layout(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     """The smoke set run by the pipeline into a root kept between sessions (its cache decides reruns).
 
     When the data notebook is out of date its store is removed first: notebook 01 reuses an existing
-    store, and a store simulated by older code must not outlive it.
+    store, and a store simulated by older code must not outlive it. A file lock serialises test
+    sessions that run at once in the same checkout.
     """
     cache = getattr(request.config, "cache", None)
     root = cache.mkdir("scangen-smoke-root") if cache is not None else tmp_path_factory.mktemp("smoke")
     layout = Layout.under(root, sources_from=Layout.default())
-    pset, states = plan("smoke", layout)
-    if not states[0].fresh:
-        # the data notebook reuses an existing store; make it simulate afresh with the current code
-        shutil.rmtree(pset.parameters_for(states[0].name, layout)["store_dir"], ignore_errors=True)
-    run("smoke", layout, log=lambda _: None)
+    with open(Path(root) / ".lock", "w") as lock:  # test sessions running at once share this root
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pset, states = plan("smoke", layout)
+        if not states[0].fresh:
+            # the data notebook reuses an existing store; make it simulate afresh with the current code
+            shutil.rmtree(pset.parameters_for(states[0].name, layout)["store_dir"], ignore_errors=True)
+        run("smoke", layout, log=lambda _: None)
     return layout
 
 

@@ -144,3 +144,12 @@ def test_fm_params_file_is_validated(tmp_path: Path) -> None:
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="uni-sim.*gain"):
         load_fm_params(path)
+
+
+def test_paper_size_design_holds_bags_and_labels() -> None:
+    cfg = SimConfig.from_size("paper")
+    design = make_design(np.random.default_rng(0), cfg)
+    assert design.slides.height == cfg.n_task_slides + 7 * cfg.n_ms_specimens
+    assert set(design.slides.filter(pl.col("cohort") == "multiscanner")["egfr"]) == {0, 1}
+    # the tissue map must hold the largest bag: at least bag_max cells of tissue on average
+    assert 0.4 * cfg.grid_cells**2 > cfg.bag_max

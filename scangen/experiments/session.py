@@ -143,7 +143,7 @@ class ExperimentSession:
         row: dict[str, Any] = {
             "fm": config.fm, "head": config.head, "use_scangen": config.use_scangen, "seed": config.seed,
             "scanner_subset": list(config.scanner_subset), "n_scanners": len(config.scanner_subset),
-            "config_hash": config_hash(config), "cached": cached,
+            "config_hash": config_hash(config), "cached": cached, "code_fingerprint": self.cache.code_fp,
         }
         for k in ("auc", "auc_ci_low", "auc_ci_high", "scanner_cov", "mag_cov", "flip_rate", "threshold",
                   "n_near_zero", "n_near_zero_mag", "n_specimens", "n_slides", "ci_note"):

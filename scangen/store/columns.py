@@ -1,7 +1,9 @@
 """Arrow → numpy conversion of bag-table columns without per-row Python loops.
 
-The embedding column is turned into one flat (N, D) array by copying each chunk's child values buffer
-(the FixedSizeList values) into a preallocated array; integer columns are range-checked and narrowed.
+The embedding column becomes one flat (N, D) array: row groups are decoded in parallel straight
+into a preallocated array, by `fastread` (numpy, for our writer's layout) or from each chunk's
+FixedSizeList child values buffer (pyarrow, any other layout). Integer columns are range-checked and
+narrowed.
 """
 
 from __future__ import annotations
@@ -138,6 +140,17 @@ def int_array(column: pa.ChunkedArray, name: str, dtype: type, source: str) -> n
     return arr.astype(dtype, copy=False)
 
 
+def _cast_into(dest: np.ndarray, src: np.ndarray) -> None:
+    """dest[...] = src with a dtype change; float16 -> float32 goes through torch (exact, and about
+    10x faster than numpy's conversion loop)."""
+    if src.dtype == np.float16 and dest.dtype == np.float32 and src.flags.writeable:
+        import torch
+
+        torch.from_numpy(dest).copy_(torch.from_numpy(src))
+    else:
+        dest[...] = src
+
+
 def read_fixed_embeddings(
     path: Path, groups: np.ndarray, sizes: np.ndarray, dim: int, stored: np.dtype, dtype: np.dtype
 ) -> np.ndarray | None:
@@ -159,7 +172,7 @@ def read_fixed_embeddings(
             target = rows if dtype == stored else np.empty(rows.shape, dtype=stored)
             if fastread.read_chunk(path, offset, length, target):
                 if target is not rows:
-                    rows[...] = target
+                    _cast_into(rows, target)
                 return True
         handle = pq.ParquetFile(path, pre_buffer=False)
         col = handle.read_row_group(int(groups[k]), columns=["embedding"], use_threads=False).column(0)

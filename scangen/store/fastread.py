@@ -7,12 +7,15 @@ values can be moved straight from the page bytes into the output with numpy: for
 page of n values of width w the bytes are w streams of n bytes (byte k of every value in stream k).
 
 Any other layout, or any surprise while walking the pages, returns False and the caller falls back to
-pyarrow; the fast path never guesses. Repetition/definition levels are skipped: with required list
-and elements every row holds exactly D values, which is checked against the page value counts.
+pyarrow; the fast path never guesses. Repetition/definition levels are skipped: with a required
+list of required elements no value is null and no list is empty (a page whose level count differs
+from its value count is refused), and the Arrow schema fixes every list at D values (the value count
+of each row group must equal rows x D).
 """
 
 from __future__ import annotations
 
+import mmap
 import sys
 from pathlib import Path
 
@@ -146,10 +149,21 @@ def read_chunk(path: Path, offset: int, length: int, out: np.ndarray) -> bool:
     """
     width = out.dtype.itemsize
     flat = out.reshape(-1).view(np.uint8).reshape(-1, width)
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        buf = handle.read(length)
-    pos, done, total = 0, 0, flat.shape[0]
+    with open(path, "rb") as handle:  # map the file: page bytes are used in place, never copied
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _decode_pages(mapped, offset, length, flat, width)
+    finally:
+        try:
+            mapped.close()
+        except BufferError:  # a numpy view is still alive; the map is released with it
+            pass
+
+
+def _decode_pages(buf: mmap.mmap, start: int, length: int, flat: np.ndarray, width: int) -> bool:
+    """Walk the data pages in buf[start:start+length], filling `flat` (values, width) uint8."""
+    pos, done, total = start, 0, flat.shape[0]
+    end = start + length
     try:
         while done < total:
             header, pos = _struct(buf, pos)
@@ -157,10 +171,12 @@ def read_chunk(path: Path, offset: int, length: int, out: np.ndarray) -> bool:
             if header.get(1) != _DATA_PAGE or not isinstance(page, dict) or size != header.get(2):
                 return False
             n, encoding = page.get(1), page.get(2)
+            if not isinstance(size, int) or not isinstance(n, int) or size < 0 or n < 0:
+                return False
             body = pos
             for _ in range(2):  # repetition then definition levels, each prefixed by its byte length
                 body += 4 + int.from_bytes(buf[body : body + 4], "little")
-            if not isinstance(n, int) or body + n * width != pos + size or done + n > total:
+            if body + n * width != pos + size or done + n > total or pos + size > end:
                 return False
             values = np.frombuffer(buf, dtype=np.uint8, count=n * width, offset=body)
             if encoding == _BYTE_STREAM_SPLIT:
@@ -171,6 +187,6 @@ def read_chunk(path: Path, offset: int, length: int, out: np.ndarray) -> bool:
                 return False
             done += n
             pos += size
-    except (_Unsupported, IndexError, ValueError):
+    except (_Unsupported, IndexError, ValueError, TypeError):
         return False
-    return pos == len(buf)
+    return pos == end

@@ -135,7 +135,7 @@ def empty_bags(offsets: np.ndarray, slide_ids: Sequence[str]) -> list[str]:
     return [slide_ids[i] for i in np.flatnonzero(np.diff(offsets) == 0)]
 
 
-def _chunk_has_nonfinite(chunk: np.ndarray) -> bool:
+def _chunk_has_nonfinite(chunk: np.ndarray, out: np.ndarray | None = None) -> bool:
     """Cheap test for any NaN/inf in a chunk; a True is then located exactly with np.isfinite.
 
     float16: NaN/inf are exactly the values whose 5 exponent bits are all ones, tested on the raw
@@ -143,7 +143,10 @@ def _chunk_has_nonfinite(chunk: np.ndarray) -> bool:
     element is non-finite or the sum overflows.
     """
     if chunk.dtype == np.float16:
-        return int(np.bitwise_and(chunk.view(np.uint16), 0x7C00).max(initial=0)) == 0x7C00
+        bits = chunk.reshape(-1).view(np.uint16)
+        scratch = np.empty_like(bits) if out is None else out[: bits.size]
+        np.bitwise_and(bits, 0x7C00, out=scratch)
+        return int(scratch.max(initial=0)) == 0x7C00
     return not np.isfinite(np.sum(chunk, dtype=np.float32))
 
 
@@ -151,9 +154,10 @@ def nonfinite_rows(features: np.ndarray) -> np.ndarray:
     """Row numbers holding NaN or inf, scanned in chunks so memory stays bounded."""
     bad: list[np.ndarray] = []
     step = max(1, _FINITE_CHUNK_BYTES // max(1, features.itemsize * features.shape[1]))
+    scratch = np.empty(step * features.shape[1], dtype=np.uint16) if features.dtype == np.float16 else None
     for start in range(0, len(features), step):
-        chunk = features[start : start + step]
-        if not _chunk_has_nonfinite(chunk):
+        chunk = np.ascontiguousarray(features[start : start + step])
+        if not _chunk_has_nonfinite(chunk, scratch):
             continue
         rows = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
         if rows.size:

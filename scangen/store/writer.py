@@ -1,9 +1,10 @@
 """Write store tables: slides, per-model patch embeddings, registered tiles and meta.json.
 
 Parquet layout chosen for read speed of large float arrays: the embedding column is a
-FixedSizeList<float16|float32>[D] written without dictionary encoding, with BYTE_STREAM_SPLIT and no
-compression or statistics (float noise does not compress; the split keeps pages cheap to decode), in
-row groups of about 128 MiB. Every file is replaced atomically (temporary file + os.replace).
+FixedSizeList<float16|float32>[D] of non-nullable values written without dictionary encoding, with
+BYTE_STREAM_SPLIT and no compression or statistics (float noise barely compresses), in row groups of
+about 128 MiB and 1 MiB pages: the layout `fastread` decodes with numpy. Every file is replaced
+atomically (temporary file + os.replace).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .validate import check_finite, check_offsets, empty_bags, validate_meta, va
 
 ROW_GROUP_BYTES = 128 << 20
 """Target size of one row group of the embedding column."""
+DATA_PAGE_BYTES = 1 << 20
+"""Target size of one data page."""
 EMBEDDING_LEAF = "embedding.list.element"
 """Parquet leaf path of the embedding values (the FixedSizeList child)."""
 
@@ -141,7 +144,7 @@ def _write_bag_table(table: pa.Table, target: Path, row_bytes: int) -> Path:
         use_byte_stream_split=[EMBEDDING_LEAF],
         compression={**{c: "zstd" for c in small}, EMBEDDING_LEAF: "none"},
         write_statistics=small,
-        data_page_size=1 << 20,
+        data_page_size=DATA_PAGE_BYTES,
     )
 
 

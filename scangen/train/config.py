@@ -30,8 +30,9 @@ class TrainConfig:
     name in the store).
     Model: `head` (one of HEADS), `head_kwargs` (extra keyword arguments of the head), `hidden_dim`
     (H of phi; None = `default_hidden_dim(D)`, 256-512), `dropout` of phi.
-    ScanGen: `use_scangen`, `lam` (lambda, weight of the ScanGen loss, default 5.0: on the quick
-    cohort lambda = 1 left the scanner CoV unchanged, 5 lowered it), `alpha`
+    ScanGen: `use_scangen`, `lam` (lambda, weight of the ScanGen loss, default 1.0; on the quick
+    cohort, seed 0, lambda = 1 left the test scanner CoV unchanged and 5 lowered it: the notebooks
+    sweep it), `alpha`
     (attraction weight; 1 - alpha weighs repulsion; default 0.5), `margin` (cosine-distance
     radius m of the repulsion hinge; default 0.75), `scangen_level` ("slide": one item per WSI, its
     mean patch embedding; "patch": `scangen_patches` random patches per WSI, each labelled with
@@ -61,7 +62,7 @@ class TrainConfig:
     hidden_dim: int | None = None
     dropout: float = 0.1
     use_scangen: bool = False
-    lam: float = 5.0
+    lam: float = 1.0
     alpha: float = 0.5
     margin: float = 0.75
     scangen_level: str = "slide"

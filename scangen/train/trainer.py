@@ -14,8 +14,6 @@ torch RNG), so the same config gives bit-identical CPU results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import polars as pl
 import torch
@@ -37,7 +35,7 @@ from scangen.train.device import (
     resolve_device,
 )
 from scangen.train.predict import predict_logits
-from scangen.train.samplers import ScanGenSampler, TaskSampler
+from scangen.train.samplers import ScanGenBatch, ScanGenSampler, TaskSampler
 
 
 @dataclass
@@ -83,7 +81,7 @@ def _score(config: TrainConfig, auc: float, loss: float, cov: float) -> tuple[fl
 
 
 def _scangen_items(
-    model: MILModel, bt: BagTensors, batch: Any, config: TrainConfig, gen: torch.Generator
+    bt: BagTensors, batch: ScanGenBatch, config: TrainConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ScanGen items (n, D) with specimen and scanner ids (n,) on the compute device."""
     pos = torch.as_tensor(batch.positions, device=bt.device)
@@ -125,8 +123,11 @@ def train(config: TrainConfig, bags: Bags, *, bag_tensors: BagTensors | None = N
     dtype = amp_dtype(device, config.amp)
     slides = assign_splits(bags.slides, config)
     bt = bag_tensors if bag_tensors is not None else BagTensors.from_bags(bags, device)
-    if len(bt) != len(bags) or bt.dim != bags.dim:
-        raise ValueError(f"bag_tensors: expected {len(bags)} bags of D={bags.dim}, got {len(bt)} of D={bt.dim}")
+    if len(bt) != len(bags) or bt.dim != bags.dim or bt.device != device:
+        raise ValueError(
+            f"bag_tensors: expected {len(bags)} bags of D={bags.dim} on {device}, "
+            f"got {len(bt)} of D={bt.dim} on {bt.device}"
+        )
     val_pos = validation_positions(slides)
     val_y = slides[val_pos]["egfr"].to_numpy()
     if np.unique(val_y).size < 2:
@@ -186,7 +187,7 @@ def _loop(
             loss = task_loss
             sg = torch.zeros((), device=device)
             if sg_sampler is not None:
-                items, spec, scan = _scangen_items(model, bt, sg_sampler.next(), config, gen_store)
+                items, spec, scan = _scangen_items(bt, sg_sampler.next(), config, gen_store)
                 z = model.project(items)
                 sg, (n_att, n_rep) = scangen_loss(z.float(), spec, scan, config.alpha, config.margin, return_counts=True)
                 if n_att == 0 or n_rep == 0:
