@@ -89,3 +89,16 @@ def test_other_layouts_fall_back(tmp_path: Path, monkeypatch) -> None:
     pq.write_table(loose, path, compression="none", use_dictionary=False)
     assert fastread.page_ranges(pq.ParquetFile(path), 5, 2) is None
     np.testing.assert_array_equal(load_bags(root, "m", dtype=None).features, feats)
+
+
+def test_float16_to_float32_cast_is_exact(monkeypatch) -> None:
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)  # all float16 bit patterns
+    finite = every[np.isfinite(every)].reshape(-1, 2)
+    monkeypatch.setattr(columns, "_TORCH_CAST_MIN", 0)
+    for writeable in (True, False):  # torch path, then numpy path (torch needs writeable input)
+        src = finite.copy()
+        src.flags.writeable = writeable
+        dest = np.empty(finite.shape, np.float32)
+        columns._cast_into(dest, src)
+        np.testing.assert_array_equal(dest, finite.astype(np.float32))
+        assert np.array_equal(np.signbit(dest), np.signbit(finite))

@@ -47,7 +47,8 @@ PROFILES: dict[str, ScannerProfile] = {
     "B300": ScannerProfile((0.97, 1.03, 1.00), 1.12, 1.06, 0.10, 0.65, 0.30, 0.003, 0.012, 0.100),
     "DP200": ScannerProfile((1.06, 0.94, 1.03), 1.06, 0.92, 0.18, 0.50, 0.45, 0.007, 0.022, 0.045),
 }
-assert set(PROFILES) == set(SCANNERS_40X)
+if set(PROFILES) != set(SCANNERS_40X):
+    raise RuntimeError(f"scanner profiles {sorted(PROFILES)} must cover constants.SCANNERS_40X {SCANNERS_40X}")
 
 _FIELDS = ("gain", "saturation", "gamma", "contrast", "blur", "sharpen", "noise", "q_luma", "q_chroma")
 

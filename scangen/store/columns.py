@@ -9,6 +9,7 @@ narrowed.
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .schema import EMBEDDING_FLOAT_DTYPES, StoreValidationError, format_ids
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 READ_WORKERS = min(4, os.cpu_count() or 1)
 """Threads decoding embedding row groups in parallel (the result does not depend on it)."""
+_TORCH_CAST_MIN = 1 << 24
 FAST_PATH = True
 """Decode our writer's own layout with numpy (scangen.store.fastread); False forces pyarrow."""
 
@@ -142,8 +144,10 @@ def int_array(column: pa.ChunkedArray, name: str, dtype: type, source: str) -> n
 
 def _cast_into(dest: np.ndarray, src: np.ndarray) -> None:
     """dest[...] = src with a dtype change; float16 -> float32 goes through torch (exact, and about
-    10x faster than numpy's conversion loop)."""
-    if src.dtype == np.float16 and dest.dtype == np.float32 and src.flags.writeable:
+    10x faster than numpy's conversion loop) when torch is loaded already or the block is large
+    enough to repay importing it."""
+    fast = src.flags.writeable and ("torch" in sys.modules or src.size >= _TORCH_CAST_MIN)
+    if src.dtype == np.float16 and dest.dtype == np.float32 and fast:
         import torch
 
         torch.from_numpy(dest).copy_(torch.from_numpy(src))

@@ -1,7 +1,8 @@
 """Read and validate store tables: slides, meta.json, per-model bags and registered tiles.
 
-Loading hands back one flat (N, D) array plus offsets: the embedding column's values buffer is copied
-chunk by chunk (no per-row Python loop). A slide subset reads only the row groups that hold it.
+Loading hands back one flat (N, D) array plus offsets, decoded row group by row group straight into
+place (see columns.py / fastread.py; no per-row Python loop). A slide subset reads only the row
+groups that hold it. Every table is validated on the way in (validate.py).
 """
 
 from __future__ import annotations
