@@ -7,12 +7,15 @@ Targets (the only ones; downstream outcomes such as CoV, AUC or ScanGen's effect
   H-optimus-0 0.744 (no Virchow value).
 
 Method: the multi-scanner cohort of the "quick" simulator size (seed 0, task cohort reduced to
-one slide because no metric reads it) is generated once as scanned patch images. For every model
-a grid over its scanner-sensitivity parameters (colour_sensitivity x detail_sensitivity; the
-other parameters stay as they are) is embedded and scored with the project's own metrics: RI on
+one slide because no metric reads it) is generated once as scanned patch images (with their
+neutral-device renderings). For every model its scanner-sensitivity parameters are searched
+(colour_sensitivity, detail_sensitivity, scanner_sensitivity; texture_tuning, hidden_units and gain
+stay as they are): a coarse grid GRID, then a local refinement of (colour_sensitivity,
+scanner_sensitivity) around the model's best coarse point (REFINE: compass search with halving steps).
+Every point is embedded and scored with the project's own metrics: RI on
 patches (tissue_class labels, specimen-excluded neighbours, PathoROB k selection) and
 plismbench top-10 twin-tile retrieval (scanner pools). A dynamic programme over the models in
-published order then picks one grid point per model minimising the squared distance to the
+published order then picks one scored point per model minimising the squared distance to the
 anchors subject to the published order (RI: Phikon < UNI < Gigapath < H-optimus-0 < Virchow;
 top-10: Phikon < UNI < Gigapath < H-optimus-0). The chosen values are written into
 scangen/simulate/fm_params.json (only the searched values change) and the achieved-vs-published
@@ -54,7 +57,12 @@ ANCHORS: dict[str, dict[str, float | None]] = {
 }
 """Published anchors, listed in increasing published RI (the order the calibration keeps)."""
 SOURCES = {"ri": "PathoROB average robustness index", "top10": "plismbench cross-scanner top-10 accuracy"}
-GRID = {"colour_sensitivity": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "detail_sensitivity": (0.0, 1.5, 3.0, 8.0)}
+GRID = {"colour_sensitivity": (0.5, 1.0, 2.0), "detail_sensitivity": (0.0, 3.0),
+        "scanner_sensitivity": (0.0, 1.0, 2.5)}
+REFINE = {"steps": {"colour_sensitivity": 0.5, "scanner_sensitivity": 0.5}, "max_evals": 12, "min_step": 0.1,
+          "bounds": {"colour_sensitivity": (0.0, 4.0), "scanner_sensitivity": (0.0, 10.0)}}
+"""Local refinement: try +-step on each parameter from the current best point, move to any
+improvement, halve all steps when none improves; stop after max_evals points or below min_step."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,12 @@ class Prepared:
     """Scanned images of the multi-scanner 40x slides and the labels the metrics need."""
 
     images: np.ndarray
+    neutral: np.ndarray
     tissue: np.ndarray
     scanner: np.ndarray
     specimen: np.ndarray
     reg_images: np.ndarray
+    reg_neutral: np.ndarray
     reg_tile: np.ndarray
     reg_scanner: np.ndarray
     reg_specimen: np.ndarray
@@ -108,9 +118,9 @@ def prepare(p: Protocol) -> Prepared:
     keep = ms[reg_slide]
     scanner, specimen = sl["scanner"].to_numpy().astype(str), sl["specimen_id"].to_numpy().astype(str)
     return Prepared(
-        images=coh.images[rows], tissue=coh.tissue_class[rows],
+        images=coh.images[rows], neutral=coh.neutral_images[rows], tissue=coh.tissue_class[rows],
         scanner=scanner[slide_of[rows]], specimen=specimen[slide_of[rows]],
-        reg_images=coh.reg_images[keep], reg_tile=coh.reg_tile_id[keep],
+        reg_images=coh.reg_images[keep], reg_neutral=coh.reg_neutral_images[keep], reg_tile=coh.reg_tile_id[keep],
         reg_scanner=scanner[reg_slide[keep]], reg_specimen=specimen[reg_slide[keep]],
     )
 
@@ -118,8 +128,8 @@ def prepare(p: Protocol) -> Prepared:
 def evaluate(data: Prepared, p: Protocol, model: str, params: dict[str, float]) -> dict[str, float]:
     """RI (patches) and cross-scanner retrieval (registered tiles) of one model's parameters."""
     fm = SimulatedFM(model, SIMULATED_MODELS[model], params)
-    ri = robustness_index(fm.embed(data.images), data.tissue, data.scanner, data.specimen)
-    ret = cross_scanner_retrieval(fm.embed(data.reg_images), data.reg_tile, data.reg_scanner,
+    ri = robustness_index(fm.embed(data.images, data.neutral), data.tissue, data.scanner, data.specimen)
+    ret = cross_scanner_retrieval(fm.embed(data.reg_images, data.reg_neutral), data.reg_tile, data.reg_scanner,
                                   data.reg_specimen, max_queries=p.max_queries, seed=p.seed)
     return {"ri": ri.value, "ri_k": float(ri.k), "top1": ret.mean_top_k[1], "top10": ret.mean_top_k[10],
             "cosine": ret.mean_cosine}
@@ -153,6 +163,27 @@ def choose(grid: dict[str, list[tuple[dict, dict]]]) -> tuple[dict[str, tuple[di
         _, path = min(best[-1].values(), key=lambda o: o[0])
         return {m: grid[m][i] for m, i in zip(models, path)}, True
     return {m: min(grid[m], key=lambda g: _cost(m, g[1])) for m in models}, False
+
+
+def refine(data: Prepared, model: str, start: tuple[dict, dict]) -> list[tuple[dict, dict]]:
+    """Compass search on REFINE's parameters from `start`; returns every newly scored point."""
+    steps = dict(REFINE["steps"])
+    best, seen, scored = start, {json.dumps(start[0], sort_keys=True)}, []
+    while len(scored) < REFINE["max_evals"] and max(steps.values()) >= REFINE["min_step"]:
+        moved = False
+        for key, sign in itertools.product(steps, (1.0, -1.0)):
+            lo, hi = REFINE["bounds"][key]
+            params = dict(best[0], **{key: round(min(max(best[0][key] + sign * steps[key], lo), hi), 4)})
+            tag = json.dumps(params, sort_keys=True)
+            if tag in seen or len(scored) >= REFINE["max_evals"]:
+                continue
+            seen.add(tag)
+            scored.append((params, evaluate(data, CALIBRATION, model, params)))
+            if _cost(model, scored[-1][1]) < _cost(model, best[1]):
+                best, moved = scored[-1], True
+        if not moved:
+            steps = {k: v / 2 for k, v in steps.items()}
+    return scored
 
 
 def write_params(chosen: dict[str, dict[str, float]], path: Path = FM_PARAMS_PATH) -> None:
@@ -202,10 +233,11 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
     grid: dict[str, list[tuple[dict, dict]]] = {}
     for model in ANCHORS:
         grid[model] = []
-        for c, d in itertools.product(*GRID.values()):
-            params = dict(base[model], colour_sensitivity=c, detail_sensitivity=d)
+        for values in itertools.product(*GRID.values()):
+            params = dict(base[model], **dict(zip(GRID, values)))
             grid[model].append((params, evaluate(data, CALIBRATION, model, params)))
-        print(f"{model}: {len(grid[model])} grid points scored ({time.time() - t0:.0f} s)", flush=True)
+        grid[model] += refine(data, model, min(grid[model], key=lambda g: _cost(model, g[1])))
+        print(f"{model}: {len(grid[model])} points scored ({time.time() - t0:.0f} s)", flush=True)
     chosen, constrained = choose(grid)
     params = {m: chosen[m][0] for m in SIMULATED_MODELS}
     achieved = {m: chosen[m][1] for m in ANCHORS}
@@ -216,12 +248,12 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
     table.write_parquet(out_dir / f"{TABLE_STEM}.parquet")
     gaps = table.filter(pl.col("protocol") == CALIBRATION.name)["gap"].drop_nulls().abs()
     summary = {
-        "anchors": ANCHORS, "grid": {k: list(v) for k, v in GRID.items()},
+        "anchors": ANCHORS, "grid": {k: list(v) for k, v in GRID.items()}, "refine": REFINE,
         "protocols": {p.name: asdict(p) for p in (CALIBRATION, CHECK)},
         "order_constrained_choice_found": constrained, "order_holds": order_holds(achieved),
         "max_abs_gap": float(gaps.max()), "mean_abs_gap": float(gaps.mean()),
         "params": params, "achieved": achieved, "check": check,
-        "grid_scores": {m: [{**{k: g[0][k] for k in GRID}, **g[1]} for g in grid[m]] for m in grid},
+        "grid_scores": {m: [{**{k: g[0][k] for k in GRID}, **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid},
         "seconds": round(time.time() - t0, 1),
     }
     (out_dir / f"{TABLE_STEM}.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -94,7 +94,7 @@ def test_each_head_beats_chance_on_validation(signal_bags: Bags, head: str) -> N
     assert result.history["task_loss"][-1] < result.history["task_loss"][0] or result.best_step == 10
 
 
-@pytest.mark.parametrize("level, with_20x", [("slide", False), ("patch", True)])
+@pytest.mark.parametrize("level, with_20x", [("slide", False), ("patch", True), ("bag", False)])
 def test_scangen_branch_lowers_its_loss(tiny_bags: Bags, level: str, with_20x: bool) -> None:
     cfg = TrainConfig(use_scangen=True, scangen_level=level, include_20x_in_scangen=with_20x, scangen_k=3,
                       scanner_subset=("AT2", "GT450", "B300"), lam=5.0, lr=1e-3,

@@ -19,7 +19,7 @@ from scangen.constants import SIMULATED_MODELS
 from scangen.simulate.config import SimConfig
 from scangen.simulate.design import make_design
 from scangen.simulate.foundation_models import FM_PARAMS_PATH, load_fm_params, load_models
-from scangen.simulate.scanners import PROFILES, apply_scanner, scan_settings
+from scangen.simulate.scanners import PROFILES, apply_scanner, render_neutral, scan_settings
 from scangen.simulate.tiling import registered_centres, specimen_budgets, tile_scans
 from scangen.simulate.tissue import TISSUE_CLASSES, make_specimens, render_patches
 
@@ -31,8 +31,10 @@ class SimCohort:
     """A generated cohort before embedding.
 
     slides: store slides table (row i = bag i). offsets (n+1,), coords (N, 2) int32, tissue_class (N,)
-    int8, images (N, 3, 8, 8) scanned RGB. Registered tiles (multiscanner slides only): reg_slide_ids,
-    reg_offsets, reg_tile_id (N_r,) int32, reg_tissue_class (N_r,) int8, reg_images (N_r, 3, 8, 8).
+    int8, images (N, 3, 8, 8) scanned RGB, neutral_images (N, 3, 8, 8) the same tissue rendered by the
+    NEUTRAL device (what a model's scanner_sensitivity measures each scan against). Registered tiles
+    (multiscanner slides only): reg_slide_ids, reg_offsets, reg_tile_id (N_r,) int32, reg_tissue_class
+    (N_r,) int8, reg_images and reg_neutral_images (N_r, 3, 8, 8).
     """
 
     config: SimConfig
@@ -47,11 +49,15 @@ class SimCohort:
     reg_tile_id: np.ndarray
     reg_tissue_class: np.ndarray
     reg_images: np.ndarray
+    neutral_images: np.ndarray
+    reg_neutral_images: np.ndarray
 
     def embed(self, fm: str, registered: bool = False) -> np.ndarray:
         """Embeddings (N, D) float32 of the ordinary (or registered) patches by simulated model `fm`."""
         (model,) = load_models([fm])
-        return model.embed(self.reg_images if registered else self.images)
+        if registered:
+            return model.embed(self.reg_images, self.reg_neutral_images)
+        return model.embed(self.images, self.neutral_images)
 
 
 def generate_cohort(cfg: SimConfig, seed: int = 0, registered_tiles: bool = True) -> SimCohort:
@@ -67,6 +73,7 @@ def generate_cohort(cfg: SimConfig, seed: int = 0, registered_tiles: bool = True
     tissue_rgb, tissue_class = render_patches(spec, design.spec[tiling.scan], tiling.tissue_xy[:, 0],
                                               tiling.tissue_xy[:, 1], tiling.footprint, cfg.chunk_patches)
     images = apply_scanner(tissue_rgb, settings, tiling.scan, rngs[5])
+    neutral_images = render_neutral(tissue_rgb)
     del tissue_rgb
 
     ms_rows = np.flatnonzero((design.slides["cohort"] == "multiscanner").to_numpy())
@@ -91,9 +98,11 @@ def generate_cohort(cfg: SimConfig, seed: int = 0, registered_tiles: bool = True
         reg_rgb, reg_class = render_patches(spec, design.spec[scan], xy[:, 0], xy[:, 1], np.concatenate(reg_fp),
                                             cfg.chunk_patches)
         reg_images = apply_scanner(reg_rgb, settings, scan, rngs[7])
+        reg_neutral = render_neutral(reg_rgb)
         reg_tile_id = np.concatenate(reg_tile)
     else:
         reg_images = np.zeros((0, 3, 8, 8), dtype=np.float32)
+        reg_neutral = np.zeros((0, 3, 8, 8), dtype=np.float32)
         reg_class = np.zeros(0, dtype=np.int8)
         reg_tile_id = np.zeros(0, dtype=np.int32)
     return SimCohort(
@@ -101,6 +110,7 @@ def generate_cohort(cfg: SimConfig, seed: int = 0, registered_tiles: bool = True
         coords=tiling.coords, tissue_class=tissue_class, images=images,
         reg_slide_ids=reg_ids, reg_offsets=np.concatenate([[0], np.cumsum(reg_counts)]).astype(np.int64),
         reg_tile_id=reg_tile_id, reg_tissue_class=reg_class, reg_images=reg_images,
+        neutral_images=neutral_images, reg_neutral_images=reg_neutral,
     )
 
 
@@ -121,10 +131,10 @@ def simulate_cohort(out_dir: str | Path, size: str = "quick", seed: int = 0, mod
     write_slides(store, cohort.slides)
     slide_ids = cohort.slides["slide_id"].to_list()
     for fm in fms:
-        feats = fm.embed(cohort.images).astype(np.float16)
+        feats = fm.embed(cohort.images, cohort.neutral_images).astype(np.float16)
         write_embeddings(store, fm.name, slide_ids, cohort.offsets, feats, cohort.coords, cohort.tissue_class)
         if cohort.reg_slide_ids:
-            reg = fm.embed(cohort.reg_images).astype(np.float16)
+            reg = fm.embed(cohort.reg_images, cohort.reg_neutral_images).astype(np.float16)
             write_registered(store, fm.name, cohort.reg_slide_ids, cohort.reg_offsets, reg, cohort.reg_tile_id,
                              cohort.reg_tissue_class)
     params = load_fm_params(FM_PARAMS_PATH)

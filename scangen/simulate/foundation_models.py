@@ -1,9 +1,15 @@
 """Simulated foundation models: fixed nonlinear maps from scanned patch images to D-dim embeddings.
 
-For an image x (3, 8, 8) RGB in [0, 1], model m with parameters (c, d, t, H, g) computes
-  r    = (x - 0.75) / 0.2                                     raw input
-  n    = (x - mean_hw(x)) / (std_hw(x) + 0.05)                  per-image, per-channel normalised input
-  v    = c * r + (1 - c) * n                                    colour sensitivity c
+For a scanned image x (3, 8, 8) RGB in [0, 1], the NEUTRAL device's rendering x0 of the same tissue
+(scanners.render_neutral) and model m with parameters (c, d, t, H, g, s) computes
+  x~   = x0 + (1 + s) * (x - x0)                                scanner sensitivity s: how strongly the
+                                                                device's departure from neutral (colour,
+                                                                blur, sharpening, noise, compression)
+                                                                reaches the model (s = 0: x~ = x)
+  r    = (x~ - 0.75) / 0.2                                     raw input
+  n    = (x~ - mean_hw(x~)) / (std_hw(x~) + 0.05)               per-image, per-channel normalised input
+  v    = c * r + (1 - c) * n                                    colour sensitivity c in [0, 4]: c > 1
+                                                                amplifies raw colour beyond the image
   v'   = C^T [(C v C^T) * (1 + d * f)] C                       high spatial frequencies boosted by d
                                                                 (C: 8 x 8 DCT, f: radial frequency 0..1)
   a    = gelu(g * (W1^T vec(v') + b1))                          W1: (192, H), unit-norm columns
@@ -12,8 +18,9 @@ A share t of the H first-layer filters are "histology-tuned" (centre-surround bl
 haematoxylin colour direction at nuclear scale, and oriented eosin texture filters), the rest random:
 larger t means the model encodes nuclei and tissue texture (where EGFR acts) more strongly.
 Weights depend only on the model name (a fixed seed), never on the cohort seed, so a model is the same
-function in every store. Scanner changes reach e only through x, i.e. through the nonlinear map:
-their effect depends on tissue content and differs between models.
+function in every store. Scanner changes reach e only through the image x~, i.e. through the nonlinear
+map: their effect depends on tissue content and differs between models (per-scanner centring of e
+does not remove it).
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from scangen.simulate.scanners import DCT, FREQ
 from scangen.simulate.tissue import H_VECTOR, E_VECTOR
 
 FM_PARAMS_PATH = Path(__file__).with_name("fm_params.json")
-PARAM_NAMES: tuple[str, ...] = ("colour_sensitivity", "detail_sensitivity", "texture_tuning", "hidden_units", "gain")
+PARAM_NAMES: tuple[str, ...] = ("colour_sensitivity", "detail_sensitivity", "texture_tuning", "hidden_units", "gain",
+                                "scanner_sensitivity")
+COLOUR_SENSITIVITY_MAX = 4.0
 
 
 def load_fm_params(path: Path = FM_PARAMS_PATH) -> dict[str, dict[str, float]]:
@@ -48,12 +57,31 @@ def load_fm_params(path: Path = FM_PARAMS_PATH) -> dict[str, dict[str, float]]:
         if missing:
             raise ValueError(f"{path}: model {name!r} lacks parameter(s) {missing}")
         vals = {p: float(entry[p]) for p in PARAM_NAMES}
-        if not 0.0 <= vals["colour_sensitivity"] <= 1.0 or not 0.0 <= vals["texture_tuning"] <= 1.0:
-            raise ValueError(f"{path}: model {name!r}: colour_sensitivity and texture_tuning must be in [0, 1]")
-        if vals["detail_sensitivity"] < 0 or vals["hidden_units"] < 16 or vals["gain"] <= 0:
-            raise ValueError(f"{path}: model {name!r}: need detail_sensitivity >= 0, hidden_units >= 16, gain > 0")
+        try:
+            check_params(vals)
+        except ValueError as exc:
+            raise ValueError(f"{path}: model {name!r}: {exc}") from exc
         out[name] = vals
     return out
+
+
+def check_params(vals: dict[str, float]) -> None:
+    """Raise ValueError naming the first parameter outside its allowed range (see README.md)."""
+    missing = [p for p in PARAM_NAMES if p not in vals]
+    if missing:
+        raise ValueError(f"missing parameter(s) {missing}")
+    if not np.all(np.isfinite([vals[p] for p in PARAM_NAMES])):
+        raise ValueError(f"parameters must be finite, got {vals}")
+    if not 0.0 <= vals["colour_sensitivity"] <= COLOUR_SENSITIVITY_MAX:
+        raise ValueError(f"colour_sensitivity must be in [0, {COLOUR_SENSITIVITY_MAX:g}], "
+                         f"got {vals['colour_sensitivity']}")
+    if not 0.0 <= vals["texture_tuning"] <= 1.0:
+        raise ValueError(f"texture_tuning must be in [0, 1], got {vals['texture_tuning']}")
+    if vals["scanner_sensitivity"] < 0:
+        raise ValueError(f"scanner_sensitivity must be >= 0, got {vals['scanner_sensitivity']}")
+    if vals["detail_sensitivity"] < 0 or vals["hidden_units"] < 16 or vals["gain"] <= 0:
+        raise ValueError("need detail_sensitivity >= 0, hidden_units >= 16, gain > 0; got "
+                         f"{vals['detail_sensitivity']}, {vals['hidden_units']}, {vals['gain']}")
 
 
 def _gelu(z: np.ndarray) -> np.ndarray:
@@ -86,6 +114,7 @@ class SimulatedFM:
     params: dict[str, float]
 
     def __post_init__(self) -> None:
+        check_params(self.params)
         rng = np.random.default_rng(zlib.crc32(self.name.encode()))
         hidden = int(round(self.params["hidden_units"]))
         w1 = rng.standard_normal((hidden, 3, 8, 8))
@@ -102,15 +131,29 @@ class SimulatedFM:
         self.b1 = (0.5 * rng.standard_normal(hidden)).astype(np.float32)
         self.w2 = (rng.standard_normal((hidden, self.dim)) / np.sqrt(hidden)).astype(np.float32)
 
-    def embed(self, images: np.ndarray, chunk: int = 8192) -> np.ndarray:
-        """Embed scanned images (N, 3, 8, 8) in [0, 1] -> (N, D) float32 (layer-normalised)."""
+    def embed(self, images: np.ndarray, neutral: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
+        """Embed scanned images (N, 3, 8, 8) in [0, 1] -> (N, D) float32 (layer-normalised).
+
+        `neutral` (N, 3, 8, 8): the NEUTRAL device's rendering of the same tissue
+        (scanners.render_neutral); required when scanner_sensitivity > 0.
+        """
         if images.ndim != 4 or images.shape[1:] != (3, 8, 8):
             raise ValueError(f"{self.name}: expected images of shape (N, 3, 8, 8), got {images.shape}")
+        s = np.float32(self.params["scanner_sensitivity"])
+        if s > 0:
+            if neutral is None:
+                raise ValueError(f"{self.name}: scanner_sensitivity = {float(s)} > 0 needs the neutral "
+                                 "rendering of the images (argument `neutral`)")
+            if neutral.shape != images.shape:
+                raise ValueError(f"{self.name}: neutral has shape {neutral.shape}, images {images.shape}")
         out = np.empty((images.shape[0], self.dim), dtype=np.float32)
         c = np.float32(self.params["colour_sensitivity"])
         g = np.float32(self.params["gain"])
         for start in range(0, images.shape[0], chunk):
             x = images[start:start + chunk].astype(np.float32)
+            if s > 0:
+                x0 = neutral[start:start + chunk].astype(np.float32)
+                x = x0 + (np.float32(1.0) + s) * (x - x0)
             raw = (x - 0.75) / 0.2
             mu = x.mean(axis=(2, 3), keepdims=True)
             sd = x.std(axis=(2, 3), keepdims=True)

@@ -134,3 +134,16 @@ def apply_scanner(rgb: np.ndarray, settings: dict[str, np.ndarray], scan: np.nda
     img = img + 2.0 * c * img * (1.0 - img) * (2.0 * img - 1.0)
     img = _compress(np.clip(img, 0.0, 1.0), s["q_luma"], s["q_chroma"])
     return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def render_neutral(rgb: np.ndarray) -> np.ndarray:
+    """The NEUTRAL device's rendering of tissue (no jitter, no read noise): (N, 3, 8, 8) -> float32.
+
+    This is the reference a simulated FM's `scanner_sensitivity` measures a real scan against: the
+    departure `scan - render_neutral(tissue)` is what each device adds to the image. Deterministic (no
+    random draws reach the output), so computing it never changes a cohort's random streams.
+    """
+    n = rgb.shape[0]
+    settings = {f: np.array(getattr(NEUTRAL, f), dtype=np.float32)[None] for f in _FIELDS}
+    settings["noise"] = np.zeros(1, dtype=np.float32)
+    return apply_scanner(rgb, settings, np.zeros(n, dtype=np.int64), np.random.default_rng(0))

@@ -16,7 +16,7 @@ from typing import Any
 from scangen.constants import SCANNERS_40X
 
 HEADS = ("gap", "abmil", "abmil_gated", "dsmil", "slotmil")
-SCANGEN_LEVELS = ("slide", "patch")
+SCANGEN_LEVELS = ("slide", "patch", "bag")
 SELECT_METRICS = ("auc", "loss", "auc_cov")
 NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint", "num_threads"})
 """Fields that cannot change a run's numbers, so they are left out of `config_hash`."""
@@ -36,7 +36,9 @@ class TrainConfig:
     (attraction weight; 1 - alpha weighs repulsion; default 0.5), `margin` (cosine-distance
     radius m of the repulsion hinge; default 0.75), `scangen_level` ("slide": one item per WSI, its
     mean patch embedding; "patch": `scangen_patches` random patches per WSI, each labelled with
-    its WSI's specimen and scanner), `scanner_subset` (40x scanners whose scans feed the ScanGen
+    its WSI's specimen and scanner; "bag": one item per WSI, the masked mean of phi over
+    `max_patches_train` random patches, i.e. GAP's bag embedding; for other heads still the plain
+    masked mean of phi outputs), `scanner_subset` (40x scanners whose scans feed the ScanGen
     branch), `include_20x_in_scangen` (add GT450@20x scans as a scanner of their own), `scangen_k`
     (K specimens per ScanGen batch, each with all its scans in the subset).
     Task branch: `task_batch_size` bags per step, `max_patches_train` random patches per bag in

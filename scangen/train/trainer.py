@@ -3,9 +3,10 @@
 Each step draws a task batch (`task_batch_size` bags of the task cohort, `max_patches_train`
 random patches each, padded) and, with ScanGen on, an independent batch of K specimens of the
 `scangen_train` split with all their scans in the scanner subset. Loss:
-    L = model.task_loss(x, mask, y) + lambda * scangen_loss(phi(items), specimen, scanner, alpha, m)
-with items = slide-mean embeddings ("slide" level) or random patches ("patch" level). AdamW; every
-`eval_every` steps the validation split (multiscanner "val", 40x WSIs, all patches) is predicted and
+    L = model.task_loss(x, mask, y) + lambda * scangen_loss(z, specimen, scanner, alpha, m)
+with z = phi of slide-mean embeddings ("slide"), of random patches ("patch"), or the masked mean
+of phi over `max_patches_train` random patches per WSI ("bag", GAP's bag embedding); see
+`scangen_embeddings`. AdamW; every `eval_every` steps the validation split (multiscanner "val", 40x WSIs, all patches) is predicted and
 the best model by `select_metric` is kept; training stops after `patience` evaluations without
 improvement. Random state is private to the run (numpy Generator, torch generators, forked global
 torch RNG), so the same config gives bit-identical CPU results.
@@ -80,18 +81,33 @@ def _score(config: TrainConfig, auc: float, loss: float, cov: float) -> tuple[fl
     return (auc, -loss)
 
 
-def _scangen_items(
-    bt: BagTensors, batch: ScanGenBatch, config: TrainConfig, gen: torch.Generator
+def scangen_embeddings(
+    model: MILModel, bt: BagTensors, batch: ScanGenBatch, config: TrainConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ScanGen items (n, D) with specimen and scanner ids (n,) on the compute device."""
+    """Projected ScanGen items z (n, H) with specimen and scanner ids (n,) on the compute device.
+
+    Levels (`config.scangen_level`), for a batch of W WSIs:
+    - "slide": z_w = phi(mean_k e_k) over all patches of WSI w; n = W.
+    - "patch": `scangen_patches` random patches per WSI, z = phi(e_k), each labelled with its WSI's
+      specimen and scanner; n = sum of kept patches.
+    - "bag": z_w = sum_k m_wk phi(e_wk) / sum_k m_wk over `max_patches_train` random patches of WSI w
+      (padded batch x (W, N, D), mask (W, N)); n = W. For GAP this is exactly the bag embedding
+      the classifier sees; for the other heads it is still the masked mean of phi outputs (not the
+      head's attention-weighted pooling), so the loss acts on phi, the part shared by all heads.
+    """
     pos = torch.as_tensor(batch.positions, device=bt.device)
     spec = torch.as_tensor(batch.specimen, device=bt.device)
     scan = torch.as_tensor(batch.scanner, device=bt.device)
     if config.scangen_level == "slide":
-        return bt.means[pos], spec, scan
+        return model.project(bt.means[pos]), spec, scan
+    if config.scangen_level == "bag":
+        x, mask = collate(bt, batch.positions, config.max_patches_train, gen)
+        h = model.embed(x, mask)  # (W, N, H), zeros at padding
+        w = mask.to(h.dtype)
+        return h.sum(dim=1) / w.sum(dim=1, keepdim=True), spec, scan
     x, mask = collate(bt, batch.positions, config.scangen_patches, gen)
     counts = mask.sum(dim=1)
-    return x[mask], spec.repeat_interleave(counts), scan.repeat_interleave(counts)
+    return model.project(x[mask]), spec.repeat_interleave(counts), scan.repeat_interleave(counts)
 
 
 def _validation(
@@ -187,8 +203,7 @@ def _loop(
             loss = task_loss
             sg = torch.zeros((), device=device)
             if sg_sampler is not None:
-                items, spec, scan = _scangen_items(bt, sg_sampler.next(), config, gen_store)
-                z = model.project(items)
+                z, spec, scan = scangen_embeddings(model, bt, sg_sampler.next(), config, gen_store)
                 sg, (n_att, n_rep) = scangen_loss(z.float(), spec, scan, config.alpha, config.margin, return_counts=True)
                 if n_att == 0 or n_rep == 0:
                     raise RuntimeError(f"ScanGen batch without both pair kinds (|P|={n_att}, |N|={n_rep})")
