@@ -57,12 +57,13 @@ ANCHORS: dict[str, dict[str, float | None]] = {
 }
 """Published anchors, listed in increasing published RI (the order the calibration keeps)."""
 SOURCES = {"ri": "PathoROB average robustness index", "top10": "plismbench cross-scanner top-10 accuracy"}
-GRID = {"colour_sensitivity": (0.5, 1.0, 2.0), "detail_sensitivity": (0.0, 3.0),
-        "scanner_sensitivity": (0.0, 1.0, 2.5)}
-REFINE = {"steps": {"colour_sensitivity": 0.5, "scanner_sensitivity": 0.5}, "max_evals": 12, "min_step": 0.1,
+GRID = {"colour_sensitivity": (0.25, 0.5, 1.0, 2.0), "detail_sensitivity": (0.0, 3.0),
+        "scanner_sensitivity": (0.0, 1.0, 2.0)}
+REFINE = {"steps": {"colour_sensitivity": 0.4, "scanner_sensitivity": 0.4}, "max_evals": 16, "min_step": 0.05,
           "bounds": {"colour_sensitivity": (0.0, 4.0), "scanner_sensitivity": (0.0, 10.0)}}
-"""Local refinement: try +-step on each parameter from the current best point, move to any
-improvement, halve all steps when none improves; stop after max_evals points or below min_step."""
+"""Local refinement: try the 8 neighbours (+-step on each parameter and the diagonals, since RI and
+top-10 trade off along a diagonal valley) of the current best point, move to any improvement, halve
+the steps when none improves; stop after max_evals points or below min_step."""
 
 
 @dataclass(frozen=True)
@@ -171,9 +172,11 @@ def refine(data: Prepared, model: str, start: tuple[dict, dict]) -> list[tuple[d
     best, seen, scored = start, {json.dumps(start[0], sort_keys=True)}, []
     while len(scored) < REFINE["max_evals"] and max(steps.values()) >= REFINE["min_step"]:
         moved = False
-        for key, sign in itertools.product(steps, (1.0, -1.0)):
-            lo, hi = REFINE["bounds"][key]
-            params = dict(best[0], **{key: round(min(max(best[0][key] + sign * steps[key], lo), hi), 4)})
+        for signs in itertools.product((0.0, 1.0, -1.0), repeat=len(steps)):
+            if not any(signs):
+                continue
+            params = dict(best[0], **{k: round(min(max(best[0][k] + sg * steps[k], REFINE["bounds"][k][0]),
+                                                    REFINE["bounds"][k][1]), 4) for k, sg in zip(steps, signs)})
             tag = json.dumps(params, sort_keys=True)
             if tag in seen or len(scored) >= REFINE["max_evals"]:
                 continue

@@ -117,12 +117,21 @@ def nb_scanner_bias():
 One mean embedding per test WSI, UMAP with the cosine metric per FM, coloured by scanner and by
 specimen; beside it, embedding-level robustness numbers on the whole multi-scanner cohort at 40x.
 No training here.
+
+Cost bounds (parameters; the set's values are in `params/<set>.yml`): `max_patches_per_slide` random
+patches per WSI for the robustness index (its kNN search grows with the square of the patch count),
+`max_tile_queries` random queries per scanner pair and direction for the tile retrieval (the pool is
+never subsampled), `predictability_pca` principal components of the WSI means for the scanner probe
+(`None`: the raw embeddings) and `umap_n_epochs` UMAP epochs (`None`: umap-learn's default).
 """),
         code(COMMON + f'''
 fms = {FMS}
 split_seed = 0  # specimen split seed (as TrainConfig.split_seed): UMAP shows the test split
 umap_seed = 0  # UMAP random_state
-max_patches_per_slide = 32  # patches per WSI for the patch-level robustness index''', "parameters"),
+max_patches_per_slide = 16  # patches per WSI for the patch-level robustness index (None: all)
+max_tile_queries = 256  # tile-retrieval queries per scanner pair and direction (None: all)
+predictability_pca = None  # PCA components before the scanner probe (None: raw WSI means)
+umap_n_epochs = 200  # UMAP optimisation epochs (None: umap-learn default)''', "parameters"),
         code(SETUP + '''
 from scangen.experiments import scanner_bias as sb
 
@@ -130,12 +139,17 @@ store = data.resolve_store(store_dir, size, seed)
 out = data.resolve_results_dir(results_dir, param_set)
 simulated = bool(data.cohort_tables(store)["simulated"])'''),
         code('''coords, metrics = sb.run_scanner_bias(store, fms, seed=umap_seed, split_seed=split_seed,
-                                      max_patches_per_slide=max_patches_per_slide)
+                                      max_patches_per_slide=max_patches_per_slide, max_tile_queries=max_tile_queries,
+                                      predictability_pca=predictability_pca, umap_n_epochs=umap_n_epochs)
 metrics = sb.with_published(metrics, sb.published_values())
 results.write_table(out, "scanner_bias_umap", coords, simulated=simulated)
 results.write_table(out, "scanner_bias_metrics", metrics, simulated=simulated)
 results.write_json(out, "scanner_bias", {"fms": {r["fm"]: r for r in metrics.iter_rows(named=True)},
-                                         "split_seed": split_seed, "umap_seed": umap_seed}, simulated=simulated)'''),
+                                         "split_seed": split_seed, "umap_seed": umap_seed,
+                                         "bounds": {"max_patches_per_slide": max_patches_per_slide,
+                                                    "max_tile_queries": max_tile_queries,
+                                                    "predictability_pca": predictability_pca,
+                                                    "umap_n_epochs": umap_n_epochs}}, simulated=simulated)'''),
         md("Interactive chart (hover for specimen and scanner):"),
         code('''chart = figures.umap_chart(coords, simulated=simulated)
 fig_paths = figures.save_chart(chart, out / "figures", "fig3_umap")

@@ -13,3 +13,22 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from scangen.simulate import simulate_cohort
 
     return simulate_cohort(tmp_path_factory.mktemp("tiny_store"), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The smoke parameter set run by the pipeline once per test session into a fresh temporary root.
+
+    Shared by tests/test_notebooks.py and tests/test_quarto_project.py. The root is new every session
+    (no reuse through pytest's cache folder), so a clean clone in CI and a developer's checkout run
+    the same thing: notebook 01 simulates the tiny store with the current code, then 02..06 execute.
+    Returns the layout, the pipeline's report, the parameter set and the set's results folder.
+    """
+    from scangen.pipeline.layout import Layout
+    from scangen.pipeline.runner import plan, run
+
+    root = tmp_path_factory.mktemp("smoke_root")
+    layout = Layout.under(root, sources_from=Layout.default())
+    pset, _ = plan("smoke", layout)
+    report = run("smoke", layout, log=lambda _msg: None)
+    return {"layout": layout, "report": report, "pset": pset, "results": layout.results_dir("smoke")}

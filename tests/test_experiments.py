@@ -258,3 +258,57 @@ def test_sensitivity_sweep_is_one_at_a_time(tiny_store: Path, tmp_path: Path):
         assert changed == {name} and getattr(cfg, name) == value
     with pytest.raises(ValueError, match="not a TrainConfig field"):
         sweep_configs(s, "uni-sim", {"nope": [1]}, seeds=[0])
+
+
+# --- data step: store provenance -------------------------------------------------------------------
+
+def test_prepare_store_reuses_a_current_store_and_resimulates_a_stale_one(tmp_path: Path, monkeypatch):
+    from scangen.experiments import data, provenance
+
+    store = tmp_path / "tiny-seed0"
+    path, how = data.prepare_store(store, "tiny", 0, models=["phikon-sim"])
+    assert (path, how) == (store, "simulated")
+    recorded = provenance.read_description(store)
+    assert recorded["fingerprint"] == provenance.simulator_fingerprint() and recorded["seed"] == 0
+    doc1 = data.data_json(data.cohort_tables(store), store, how)
+    stamp = (store / "slides.parquet").stat().st_mtime_ns
+    assert data.prepare_store(store, "tiny", 0, models=["phikon-sim"]) == (store, "existing")
+    assert (store / "slides.parquet").stat().st_mtime_ns == stamp  # reused, not rewritten
+    doc2 = data.data_json(data.cohort_tables(store), store, "existing")
+    assert doc1 == doc2 and doc1["source"] == "simulated"  # reruns write the same data.json
+    # the simulator's code changed: the store is simulated again and the new fingerprint recorded
+    monkeypatch.setattr(provenance, "simulator_fingerprint", lambda source=None: "changed")
+    assert data.prepare_store(store, "tiny", 0, models=["phikon-sim"]) == (store, "simulated")
+    assert provenance.read_description(store)["fingerprint"] == "changed"
+
+
+def test_simulator_fingerprint_follows_its_files(tmp_path: Path):
+    from scangen.experiments.provenance import simulator_fingerprint
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "fm_params.json").write_text("{}")
+    before = simulator_fingerprint(tmp_path)
+    assert simulator_fingerprint(tmp_path) == before
+    (tmp_path / "fm_params.json").write_text('{"a": 1}')
+    assert simulator_fingerprint(tmp_path) != before
+    with pytest.raises(FileNotFoundError, match="no .py/.json"):
+        simulator_fingerprint(tmp_path / "missing")
+
+
+# --- scanner bias: bounded embedding metrics -------------------------------------------------------
+
+def test_embedding_metrics_bounds_give_values_in_range(tiny_store: Path):
+    from scangen.experiments import scanner_bias as sb
+    from scangen.metrics import robustness as rb
+    from scangen.store import load_bags
+
+    multi = rb.select_scans(load_bags(tiny_store, "phikon-sim"), "multiscanner", 40)
+    row = sb.embedding_metrics(tiny_store, "phikon-sim", multi, max_patches_per_slide=4, max_tile_queries=8,
+                               predictability_pca=4)
+    assert row == sb.embedding_metrics(tiny_store, "phikon-sim", multi, max_patches_per_slide=4,
+                                       max_tile_queries=8, predictability_pca=4)  # deterministic
+    for key in ("robustness_index", "wsi_top1", "tile_top10", "scanner_predictability"):
+        assert 0.0 <= row[key] <= 1.0, key
+    assert row["ri_n_patches"] <= 4 * multi.slides.height
+    with pytest.raises(ValueError, match="predictability_pca"):
+        sb.embedding_metrics(tiny_store, "phikon-sim", multi, predictability_pca=0)

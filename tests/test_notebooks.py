@@ -1,6 +1,7 @@
 """The numbered notebooks, executed end to end under the smoke parameter set on a tiny simulated cohort.
 
-One session-scoped run of the pipeline (`scangen.pipeline`, papermill) into a temporary root; the
+One session-scoped run of the pipeline (`scangen.pipeline`, papermill) into a temporary root (the
+`smoke_run` fixture of tests/conftest.py, shared with tests/test_quarto_project.py); the
 tests then check the sources (generated, output-free, literal parameters), the executed copies (every
 Quarto-labelled cell has its output), and the result files (schemas, value ranges, simulated flags,
 reuse of cached training across notebooks).
@@ -35,30 +36,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _labels(cell) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in cell.source.splitlines() if line.startswith("#| label:")]
-
-
-@pytest.fixture(scope="session")
-def smoke_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The smoke set run by the pipeline once per session; returns the layout, set and results folder.
-
-    Same root as tests/test_quarto_project.py's fixture (pytest's cache folder "scangen-smoke-root"),
-    so the pipeline's own cache lets whichever test file runs second reuse the executed notebooks, and
-    later sessions re-execute only what changed. A stale data notebook gets its store removed first,
-    so a store simulated by older code never outlives it.
-    """
-    import shutil
-
-    from scangen.pipeline.layout import Layout
-    from scangen.pipeline.runner import plan, run
-
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("scangen-smoke-root") if cache is not None else tmp_path_factory.mktemp("smoke")
-    layout = Layout.under(root, sources_from=Layout.default())
-    pset, states = plan("smoke", layout)
-    if not states[0].fresh:
-        shutil.rmtree(pset.parameters_for(states[0].name, layout)["store_dir"], ignore_errors=True)
-    report = run("smoke", layout, log=lambda _msg: None)
-    return {"layout": layout, "report": report, "pset": pset, "results": layout.results_dir("smoke")}
 
 
 def _executed(smoke_run: dict, name: str) -> nbformat.NotebookNode:

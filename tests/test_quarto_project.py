@@ -1,25 +1,22 @@
 """Structure of the Quarto manuscript: config, embeds, cross-references, citations, figures, numbers.
 
 Static checks read `_quarto.yml`, `paper/index.qmd`, `paper/references.bib` and the source notebooks.
-The others use one smoke run of the pipeline (session fixture) into a root kept in pytest's cache
-folder, so that the pipeline's own cache makes later test sessions reuse it: a notebook is
-re-executed only when its source, parameters, the scangen source or upstream outputs changed.
+The others use the session's one smoke run of the pipeline into a temporary root (the `smoke_run`
+fixture of tests/conftest.py, shared with tests/test_notebooks.py).
 Quarto itself is not needed (and not imitated): these are the preconditions of `quarto render`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from scangen import paths
-from scangen.pipeline import Layout, load_param_set, plan, run
+from scangen.pipeline import Layout, load_param_set
 from scangen.pipeline.article import ArticleData
 
 ROOT = paths.ROOT
@@ -135,24 +132,9 @@ def test_equations_follow_the_method_spec() -> None:
 # --- after a smoke run ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def smoke_layout(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """The smoke set run by the pipeline into a root kept between sessions (its cache decides reruns).
-
-    When the data notebook is out of date its store is removed first: notebook 01 reuses an existing
-    store, and a store simulated by older code must not outlive it. A file lock serialises test
-    sessions that run at once in the same checkout.
-    """
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("scangen-smoke-root") if cache is not None else tmp_path_factory.mktemp("smoke")
-    layout = Layout.under(root, sources_from=Layout.default())
-    with open(Path(root) / ".lock", "w") as lock:  # test sessions running at once share this root
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        pset, states = plan("smoke", layout)
-        if not states[0].fresh:
-            # the data notebook reuses an existing store; make it simulate afresh with the current code
-            shutil.rmtree(pset.parameters_for(states[0].name, layout)["store_dir"], ignore_errors=True)
-        run("smoke", layout, log=lambda _: None)
-    return layout
+def smoke_layout(smoke_run: dict) -> Layout:
+    """The layout of the session's one smoke run (tests/conftest.py's `smoke_run`)."""
+    return smoke_run["layout"]
 
 
 def test_listed_notebooks_exist_after_smoke_run(smoke_layout: Layout) -> None:

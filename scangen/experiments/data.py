@@ -3,18 +3,23 @@
 `prepare_store` decides where the store comes from, in this order: `import_from` (a TRIDENT/CLAM
 feature folder plus a manifest, imported into `store_dir`), an existing `store_dir` (a real or
 previously simulated store), or a simulated cohort of `size` and `seed` (written to `store_dir`, or to
-the default `scangen.paths.simulated_store(size, seed)`). `cohort_tables` summarises a store for the
+the default `scangen.paths.simulated_store(size, seed)`). An existing simulated store is reused only
+when its recorded generator (size, seed, models, config and a fingerprint of the simulator's code and
+FM parameters; see `provenance`) matches the current one; otherwise it is simulated again. `cohort_tables` summarises a store for the
 data notebook; every table carries the store's `simulated` flag.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from scangen import paths
+from scangen.experiments import provenance
 from scangen.store import list_models, read_meta, read_slides
 
 
@@ -60,11 +65,23 @@ def prepare_store(store_dir: str | Path | None, size: str, seed: int, *, import_
         store = import_features(Path(import_from), Path(manifest), Path(store_dir), import_fm, fmt=import_format)
         return Path(store), "imported"
     store = Path(store_dir) if store_dir else default_store(size, seed)
+    current = provenance.generator_description(size, seed, models)
     if (store / "meta.json").is_file() and (store / "slides.parquet").is_file():
-        return store, "existing"
+        if not read_meta(store).get("simulated", False):
+            return store, "existing"  # a real (imported) store: never regenerated
+        if _as_json(provenance.read_description(store)) == _as_json(current):
+            return store, "existing"
+        shutil.rmtree(store)  # simulated by other code, parameters or an unknown generator
     from scangen.simulate import simulate_cohort
 
-    return Path(simulate_cohort(store, size=size, seed=seed, models=models)), "simulated"
+    store = Path(simulate_cohort(store, size=size, seed=seed, models=models))
+    provenance.write_description(store, current)
+    return store, "simulated"
+
+
+def _as_json(value: Any) -> Any:
+    """`value` after a JSON round trip (tuples become lists), so recorded and current compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def cohort_tables(store: Path) -> dict[str, Any]:
@@ -98,6 +115,11 @@ def data_json(tables: dict[str, Any], store: Path, source: str) -> dict[str, Any
     """Headline numbers of the cohort for the paper."""
     per = {r["cohort"]: {k: r[k] for k in ("n_slides", "n_specimens", "egfr_positive_share")}
            for r in tables["per_cohort"].iter_rows(named=True)}
-    return {"store": str(store), "source": source, "cohorts": per, "models": tables["models"],
+    # the store's origin, not how this run obtained it: a rerun that reuses a simulated store writes
+    # the same file as the run that simulated it (no needless downstream reruns)
+    origin = "simulated" if tables["simulated"] else source
+    description = provenance.read_description(store) if tables["simulated"] else None
+    return {"store": str(store), "source": origin,
+            "generator_fingerprint": description.get("fingerprint") if description else None, "cohorts": per, "models": tables["models"],
             "scanners": sorted(tables["slides"]["scanner"].unique().to_list()),
             "n_slides": tables["slides"].height}

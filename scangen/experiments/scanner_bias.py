@@ -1,13 +1,18 @@
 """Scanner bias of raw FM embeddings (paper Fig. 3) and the embedding-level robustness numbers.
 
 No training here. Per FM:
-- UMAP (cosine metric, default parameters, fixed `random_state`) of one mean embedding per WSI of
+- UMAP (cosine metric, `umap_n_epochs` epochs, fixed `random_state`) of one mean embedding per WSI of
   the held-out test split (the same specimen split the trainer uses: `specimen_splits` with the
   config's split seed), for colouring by scanner and by specimen;
 - on the whole multiscanner cohort at 40x: PathoROB robustness index on patches labelled by tissue
   class, WSI same-specimen retrieval, plismbench cross-scanner top-k retrieval of registered tiles
   (when the store has them) and scanner predictability (grouped linear probe), all from
   `scangen.metrics.robustness`;
+- cost bounds (parameters, so a set can trade precision for time): the robustness index uses at
+  most `max_patches_per_slide` random patches per WSI (its kNN search is quadratic in patches), the
+  tile retrieval at most `max_tile_queries` random queries per scanner pair and direction (the pool
+  is never subsampled, so the task is as hard), and the scanner probe optionally runs on the first
+  `predictability_pca` principal components of the WSI means (None: the raw embeddings);
 - a silhouette of the 2-D UMAP points by scanner and by specimen (higher = points cluster by that
   label), a compact number for what the figure shows.
 """
@@ -43,20 +48,25 @@ def held_out_slide_ids(store: Path, split_seed: int = 0, fractions: Sequence[flo
     return ids
 
 
-def umap_embedding(features: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
-    """2-D UMAP (cosine metric) of (n, D) features; n_neighbors is capped at n - 1 for tiny sets."""
+def umap_embedding(features: np.ndarray, seed: int = 0, n_neighbors: int = 15,
+                   n_epochs: int | None = None) -> np.ndarray:
+    """2-D UMAP (cosine metric) of (n, D) features; n_neighbors is capped at n - 1 for tiny sets;
+    n_epochs None is umap-learn's default (500 for small sets)."""
     import umap  # imported here: numba compilation makes the import slow
 
     n = features.shape[0]
     if n < 4:
         raise ValueError(f"features: UMAP needs at least 4 points, got {n}")
-    reducer = umap.UMAP(metric="cosine", n_neighbors=min(n_neighbors, n - 1), random_state=seed, n_jobs=1)
+    if n_epochs is not None and n_epochs < 1:
+        raise ValueError(f"umap_n_epochs must be >= 1 or None, got {n_epochs}")
+    reducer = umap.UMAP(metric="cosine", n_neighbors=min(n_neighbors, n - 1), random_state=seed, n_jobs=1,
+                        n_epochs=n_epochs)
     return np.asarray(reducer.fit_transform(np.asarray(features, dtype=np.float32)), dtype=np.float64)
 
 
-def umap_coords(bags: Bags, fm: str, seed: int = 0) -> pl.DataFrame:
+def umap_coords(bags: Bags, fm: str, seed: int = 0, n_epochs: int | None = None) -> pl.DataFrame:
     """One row per WSI of `bags`: fm, slide/specimen/scanner/magnification/egfr and umap_1, umap_2."""
-    xy = umap_embedding(bags.mean_embeddings(), seed)
+    xy = umap_embedding(bags.mean_embeddings(), seed, n_epochs=n_epochs)
     cols = ["slide_id", "specimen_id", "scanner", "magnification", "egfr"]
     return bags.slides.select(cols).with_columns(
         pl.lit(fm).alias("fm"), pl.Series("umap_1", xy[:, 0]), pl.Series("umap_2", xy[:, 1])
@@ -68,7 +78,24 @@ def _silhouette(xy: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(xy, labels)) if 1 < n_lab < len(labels) else float("nan")
 
 
+def _predictability(bags: Bags, seed: int, n_components: int | None) -> rb.PredictabilityResult:
+    """Scanner probe on the WSI means, or on their first `n_components` principal components."""
+    if n_components is None:
+        return rb.scanner_predictability_bags(bags, seed=seed)
+    from sklearn.decomposition import PCA
+
+    from scangen.metrics.predictability import scanner_predictability
+
+    means = bags.mean_embeddings()
+    if not 1 <= n_components <= min(means.shape):
+        raise ValueError(f"predictability_pca must be in 1..{min(means.shape)} or None, got {n_components}")
+    z = PCA(n_components, random_state=seed).fit_transform(means)
+    return scanner_predictability(z, rb._scanner_labels(bags.slides),
+                                  bags.slides["specimen_id"].cast(str).to_numpy(), seed=seed)
+
+
 def embedding_metrics(store: Path, fm: str, bags: Bags, *, max_patches_per_slide: int | None = 32,
+                      max_tile_queries: int | None = 256, predictability_pca: int | None = None,
                       seed: int = 0, top_k: Sequence[int] = (1, 3, 5, 10)) -> dict[str, Any]:
     """Embedding-level robustness of one FM on the multiscanner cohort at 40x (see module docstring)."""
     out: dict[str, Any] = {"fm": fm}
@@ -80,17 +107,20 @@ def embedding_metrics(store: Path, fm: str, bags: Bags, *, max_patches_per_slide
     wsi = rb.wsi_retrieval_bags(bags, ks=top_k)
     out.update({f"wsi_top{k}": v for k, v in wsi.top_k.items()})
     if (store / "registered" / f"{fm}.parquet").is_file():
-        tiles = rb.cross_scanner_retrieval_bags(load_registered(store, fm), ks=top_k)
+        tiles = rb.cross_scanner_retrieval_bags(load_registered(store, fm), ks=top_k,
+                                                max_queries=max_tile_queries, seed=seed)
         out.update({f"tile_top{k}": v for k, v in tiles.mean_top_k.items()}, tile_cosine=tiles.mean_cosine)
     else:
         out.update({f"tile_top{k}": float("nan") for k in top_k}, tile_cosine=float("nan"))
-    pred = rb.scanner_predictability_bags(bags, seed=seed)
+    pred = _predictability(bags, seed, predictability_pca)
     out.update(scanner_predictability=pred.balanced_accuracy, predictability_chance=pred.chance)
     return out
 
 
 def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_seed: int = 0,
-                     max_patches_per_slide: int | None = 32) -> tuple[pl.DataFrame, pl.DataFrame]:
+                     max_patches_per_slide: int | None = 32, max_tile_queries: int | None = 256,
+                     predictability_pca: int | None = None, umap_n_epochs: int | None = 200,
+                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(umap coordinates of test WSIs for every FM, one row of embedding metrics per FM)."""
     store = Path(store)
     known = list(read_meta(store).get("models", {}))
@@ -102,9 +132,10 @@ def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_se
     for fm in fms:
         bags = load_bags(store, fm)
         multi = rb.select_scans(bags, "multiscanner", 40)
-        row = embedding_metrics(store, fm, multi, max_patches_per_slide=max_patches_per_slide, seed=seed)
+        row = embedding_metrics(store, fm, multi, max_patches_per_slide=max_patches_per_slide,
+                                max_tile_queries=max_tile_queries, predictability_pca=predictability_pca, seed=seed)
         test = bags.select(bags.slide_index(test_ids))
-        c = umap_coords(test, fm, seed)
+        c = umap_coords(test, fm, seed, n_epochs=umap_n_epochs)
         xy = c.select("umap_1", "umap_2").to_numpy()
         row["umap_silhouette_scanner"] = _silhouette(xy, c["scanner"].to_numpy() + "@" + c["magnification"].cast(str).to_numpy())
         row["umap_silhouette_specimen"] = _silhouette(xy, c["specimen_id"].to_numpy())

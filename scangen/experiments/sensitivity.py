@@ -77,7 +77,11 @@ def run_sensitivity(session: ExperimentSession, fm: str, grid: dict[str, Sequenc
     best = table.sort(["val_score", "parameter", "value"], descending=[True, False, False]).row(0, named=True)
     base = {"auc": float(base_runs["auc"].mean()), "scanner_cov": float(base_runs["scanner_cov"].mean()),
             "scanner_cov_prob": float(base_runs["scanner_cov_prob"].mean())}
+    default = table.filter(pl.col("parameter") == "default").row(0, named=True)
     summary = {"fm": fm, "seeds": list(seeds), "cov_weight": cov_weight, "baseline": base,
+               "default": {"auc": default["auc"], "scanner_cov": default["scanner_cov"]},
+               "scanner_cov_range": [float(table["scanner_cov"].min()), float(table["scanner_cov"].max())],
+               "n_settings": table.height,
                "val_choice": {"parameter": best["parameter"], "value": best["value"], "val_score": best["val_score"]},
                "grid": {k: [str(v) for v in vs] for k, vs in grid.items()}}
     return runs, table, summary

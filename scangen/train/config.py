@@ -17,7 +17,7 @@ from scangen.constants import SCANNERS_40X
 
 HEADS = ("gap", "abmil", "abmil_gated", "dsmil", "slotmil")
 SCANGEN_LEVELS = ("slide", "patch", "bag")
-SELECT_METRICS = ("auc", "loss", "auc_cov")
+SELECT_METRICS = ("auc", "loss", "auc_cov", "auc_pcov", "auc_share")
 NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint", "num_threads"})
 """Fields that cannot change a run's numbers, so they are left out of `config_hash`."""
 
@@ -30,10 +30,9 @@ class TrainConfig:
     name in the store).
     Model: `head` (one of HEADS), `head_kwargs` (extra keyword arguments of the head), `hidden_dim`
     (H of phi; None = `default_hidden_dim(D)`, 256-512), `dropout` of phi.
-    ScanGen: `use_scangen`, `lam` (lambda, weight of the ScanGen loss, default 1.0; on the quick
-    cohort, seed 0, lambda = 1 left the test scanner CoV unchanged and 5 lowered it: the notebooks
-    sweep it), `alpha`
-    (attraction weight; 1 - alpha weighs repulsion; default 0.5), `margin` (cosine-distance
+    ScanGen: `use_scangen`, `lam` (lambda, weight of the ScanGen loss, default 1.0; on the simulated
+    quick cohort neither 1 nor 5 lowered the test scanner CoV reliably: the notebooks sweep it),
+    `alpha` (attraction weight; 1 - alpha weighs repulsion; default 0.5), `margin` (cosine-distance
     radius m of the repulsion hinge; default 0.75), `scangen_level` ("slide": one item per WSI, its
     mean patch embedding; "patch": `scangen_patches` random patches per WSI, each labelled with
     its WSI's specimen and scanner; "bag": one item per WSI, the masked mean of phi over
@@ -46,7 +45,13 @@ class TrainConfig:
     Optimisation: AdamW (`lr`, `weight_decay`), `max_steps`, validation every `eval_every` steps,
     early stopping after `patience` evaluations without improvement of `select_metric` on the
     validation split: "auc" (val AUC over 40x multiscanner WSIs, ties broken by lower val BCE),
-    "loss" (val BCE) or "auc_cov" (val AUC - `cov_weight` * val scanner CoV of logits).
+    "loss" (val BCE), "auc_cov" (val AUC - `cov_weight` * val scanner CoV of logits; unstable: a
+    val specimen with mean logit near 0 makes it explode) or "auc_pcov" (val AUC - `cov_weight` *
+    val scanner CoV of probabilities, bounded, but it favours barely trained models whose
+    probabilities all sit near 0.5) or "auc_share" (val AUC - `cov_weight` * val scanner share:
+    mean within-specimen std of logits / std of specimen mean logits, scale-free; the option that
+    lets validation weigh scanner agreement without rewarding timid logits). Default "auc": the
+    task metric, the same rule for baseline and ScanGen runs.
     Reproducibility: `seed` (weights, sampling), `split_seed` and `split_fractions`
     (scangen_train/val/test of the multiscanner cohort).
     Hardware: `device` ("auto" = CUDA > MPS > CPU, or a torch device string), `amp` (mixed precision,

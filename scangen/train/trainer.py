@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scangen.losses import scangen_loss
-from scangen.metrics import roc_auc, scanner_cov
+from scangen.metrics import roc_auc, scanner_cov, scanner_cov_per_specimen
 from scangen.models import MILModel, build_model
 from scangen.splits import TASK_SPLIT, specimen_splits
 from scangen.store.bags import Bags
@@ -72,12 +72,16 @@ def _bce(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits)))))
 
 
-def _score(config: TrainConfig, auc: float, loss: float, cov: float) -> tuple[float, float]:
+def _score(config: TrainConfig, auc: float, loss: float, cov: float, pcov: float, share: float) -> tuple[float, float]:
     """Selection key (higher is better), compared as a tuple: see TrainConfig.select_metric."""
     if config.select_metric == "loss":
         return (-loss, auc)
     if config.select_metric == "auc_cov":
         return (auc - config.cov_weight * cov, -loss)
+    if config.select_metric == "auc_pcov":
+        return (auc - config.cov_weight * pcov, -loss)
+    if config.select_metric == "auc_share":
+        return (auc - config.cov_weight * share, -loss)
     return (auc, -loss)
 
 
@@ -113,7 +117,9 @@ def scangen_embeddings(
 def _validation(
     model: MILModel, bt: BagTensors, slides: pl.DataFrame, pos: np.ndarray, config: TrainConfig, amp: torch.dtype | None
 ) -> dict[str, float]:
-    """Val AUC, BCE and scanner CoV (logits) of the 40x validation WSIs."""
+    """Val metrics of the 40x validation WSIs: AUC, BCE, scanner CoV of logits (`val_cov`) and of
+    probabilities (`val_pcov`), and the scale-free scanner share of logits (`val_share`): mean over
+    specimens of std_c(logit) divided by the std over specimens of their mean logit."""
     logits = predict_logits(model, bt, pos, patch_budget=config.eval_patch_budget, amp=amp)
     rows = slides[pos]
     y = rows["egfr"].to_numpy().astype(np.float64)
@@ -121,7 +127,17 @@ def _validation(
         "val_auc": roc_auc(y, logits),
         "val_loss": _bce(logits, y),
         "val_cov": scanner_cov(logits, rows["specimen_id"].to_numpy()),
+        "val_pcov": scanner_cov(logits, rows["specimen_id"].to_numpy(), on="prob"),
+        "val_share": _scanner_share(logits, rows["specimen_id"].to_numpy()),
     }
+
+
+def _scanner_share(logits: np.ndarray, specimen: np.ndarray) -> float:
+    """mean_s std_c(l) / std_s(mean_c l): scanner spread relative to the spread between specimens;
+    unchanged when all logits are scaled and not blown up by specimens with mean logit near 0."""
+    table = scanner_cov_per_specimen(logits, specimen)
+    between = float(table["mean"].std(ddof=0))
+    return float(table["std"].mean()) / max(between, 1e-12)
 
 
 def _task_pool(slides: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +237,7 @@ def _loop(
             n_since = 0
             record = {"step": step, "task_loss": means[0], "scangen_loss": means[1]}
             record.update(_validation(model, bt, slides, val_pos, config, dtype))
-            key = _score(config, record["val_auc"], record["val_loss"], record["val_cov"])
+            key = _score(config, record["val_auc"], record["val_loss"], record["val_cov"], record["val_pcov"], record["val_share"])
             improved = best_key is None or key > best_key
             if improved:
                 best_key, best_step, stale = key, step, 0
