@@ -61,9 +61,8 @@ GRID = {"colour_sensitivity": (0.25, 0.5, 1.0, 2.0), "detail_sensitivity": (0.0,
         "scanner_sensitivity": (0.0, 1.0, 2.0)}
 REFINE = {"steps": {"colour_sensitivity": 0.4, "scanner_sensitivity": 0.4}, "max_evals": 16, "min_step": 0.05,
           "bounds": {"colour_sensitivity": (0.0, 4.0), "scanner_sensitivity": (0.0, 10.0)}}
-"""Local refinement: try the 8 neighbours (+-step on each parameter and the diagonals, since RI and
-top-10 trade off along a diagonal valley) of the current best point, move to any improvement, halve
-the steps when none improves; stop after max_evals points or below min_step."""
+"""Local refinement: try the 8 neighbours (+-step and diagonals: RI and top-10 trade off along a diagonal)
+of the best point, move to any improvement, else halve the steps; stop at max_evals or min_step."""
 
 
 @dataclass(frozen=True)
