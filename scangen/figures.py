@@ -13,14 +13,14 @@ data are simulated when they are.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import altair as alt
 import polars as pl
 import vl_convert as vlc
+
+from scangen.atomic import atomic_write_bytes
 
 from scangen.constants import REAL_MODEL_OF, SCANNERS_40X
 
@@ -198,9 +198,6 @@ def save_chart(chart: alt.TopLevelMixin, out_dir: Path, name: str, formats: Sequ
         else:
             raise ValueError(f"formats: expected 'png' or 'svg', got {fmt!r}")
         path = out_dir / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
         out[fmt] = path
     return out

@@ -105,7 +105,7 @@ def test_registered_tiles_share_ids_and_tissue_across_scans(tiny_store: Path) ->
             np.testing.assert_array_equal(tile_id, scans[0][0])
             np.testing.assert_array_equal(tissue, scans[0][1])
     # the same tile differs between scanners (scanner effect) but far less than between tiles
-    i, j = reg.slide_index([f"MS0000-AT2-40x", f"MS0000-S360MD-40x"])
+    i, j = reg.slide_index(["MS0000-AT2-40x", "MS0000-S360MD-40x"])
     a, b = reg.bag(int(i)), reg.bag(int(j))
     same = np.linalg.norm(a - b, axis=1).mean()
     other = np.linalg.norm(a - np.roll(a, 1, axis=0), axis=1).mean()

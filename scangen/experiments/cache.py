@@ -20,13 +20,13 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import polars as pl
+
+from scangen.atomic import atomic_write_with
 
 import scangen
 
@@ -102,20 +102,6 @@ def run_key(config: Any, store_fp: str, code_fp: str) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=10).hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temp file next to `path`, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class RunCache:
     """Folder of finished runs; `get_or_run` returns cached predictions or trains and stores them.
 
@@ -154,8 +140,8 @@ class RunCache:
             raise TypeError(f"predictions: expected a polars DataFrame, got {type(predictions).__name__}")
         pred_path, info_path = self._entry(key)
         text = json.dumps(dict(record), indent=1, sort_keys=True, default=str)
-        _atomic_write_bytes(info_path, lambda p: p.write_text(text))
-        _atomic_write_bytes(pred_path, lambda p: predictions.write_parquet(p))
+        atomic_write_with(info_path, lambda p: p.write_text(text))
+        atomic_write_with(pred_path, lambda p: predictions.write_parquet(p))
 
     def get_or_run(
         self, config: Any, store_fp: str, run: Callable[[], pl.DataFrame]

@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import polars as pl
 
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temp file in the same folder, then move it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+from scangen.atomic import atomic_write_with
 
 
 def to_jsonable(value: Any) -> Any:
@@ -60,7 +44,7 @@ def write_json(results_dir: Path, name: str, payload: Mapping[str, Any], *, simu
     """Write `results_dir/<name>.json` with `simulated` set at the top level; returns the path."""
     doc = {"simulated": bool(simulated), **{k: v for k, v in payload.items() if k != "simulated"}}
     text = json.dumps(to_jsonable(doc), indent=1, allow_nan=False)
-    return _atomic(Path(results_dir) / f"{name}.json", lambda p: p.write_text(text + "\n"))
+    return atomic_write_with(Path(results_dir) / f"{name}.json", lambda p: p.write_text(text + "\n"))
 
 
 def read_json(results_dir: Path, name: str) -> dict[str, Any]:
@@ -82,7 +66,7 @@ def write_table(results_dir: Path, name: str, table: pl.DataFrame, *, simulated:
         table = table.with_columns(pl.col("simulated").cast(pl.Boolean))
     else:
         table = table.with_columns(pl.lit(bool(simulated)).alias("simulated"))
-    return _atomic(Path(results_dir) / f"{name}.parquet", lambda p: table.write_parquet(p))
+    return atomic_write_with(Path(results_dir) / f"{name}.parquet", lambda p: table.write_parquet(p))
 
 
 def read_table(results_dir: Path, name: str) -> pl.DataFrame:

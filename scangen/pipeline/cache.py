@@ -10,15 +10,15 @@ The manifest, `results/<set>/manifest.json`, records all of this and is replaced
 
 from __future__ import annotations
 
+
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import scangen
+from scangen.atomic import atomic_write_text
 from scangen.pipeline.params import is_path_parameter
 
 PIPELINE_DIR = Path(__file__).resolve().parent
@@ -146,20 +146,6 @@ class CacheKey:
     def from_json(cls, value: dict[str, Any]) -> "CacheKey":
         return cls(value["source"], value["parameters"], value["package"], value["upstream"],
                    dict(value.get("data", {})))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Manifest:

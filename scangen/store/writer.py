@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_open, atomic_write_json
+from ..atomic import atomic_open, atomic_write_json
 from .schema import (
     EMBEDDING_FLOAT_DTYPES,
     StoreValidationError,

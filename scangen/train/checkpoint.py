@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from scangen.models import MILModel, build_model
-from scangen.store.atomic import atomic_open
+from scangen.atomic import atomic_open
 from scangen.train.config import TrainConfig, config_hash
 
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from scangen.store import Bags, load_bags, read_meta
-from scangen.store.atomic import atomic_open
+from scangen.atomic import atomic_open
 from scangen.train.checkpoint import save_checkpoint
 from scangen.train.config import TrainConfig, config_hash
 from scangen.train.device import cpu_threads

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import scangen.store.atomic as atomic
+import scangen.atomic as atomic
 from scangen.store import load_bags, read_meta, read_slides, write_embeddings, write_meta, write_slides
 from test_store_common import FM, make_store, toy_slides
 
@@ -62,3 +62,19 @@ def test_failed_meta_write_keeps_old_file(tmp_path: Path, monkeypatch) -> None:
 def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
     store, _ = make_store(tmp_path)
     assert (store / "slides.parquet").stat().st_mode & 0o044 == 0o044
+
+
+def test_atomic_write_with_keeps_previous_file_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "table.parquet"
+    atomic.atomic_write_text(target, "good")
+
+    def half_write(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        atomic.atomic_write_with(target, half_write)
+    assert target.read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.parquet"]
+    atomic.atomic_write_with(target, lambda tmp: tmp.write_text("new"))
+    assert target.read_text() == "new"
