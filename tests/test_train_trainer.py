@@ -39,7 +39,7 @@ def signal_bags(tmp_path_factory: pytest.TempPathFactory) -> Bags:
     from scangen.simulate import SimConfig, simulate_cohort
 
     cfg = SimConfig.from_size("tiny", n_task_slides=64, n_ms_specimens=16,
-                              egfr_composition_effect=2.0, egfr_morphology_effect=2.0)
+                              egfr_composition_effect=3.0, egfr_morphology_effect=3.0)
     store = simulate_cohort(tmp_path_factory.mktemp("signal"), seed=0, models=["phikon-sim"],
                             registered_tiles=False, config=cfg)
     return load_bags(store, "phikon-sim")
