@@ -107,6 +107,7 @@ def _runs() -> pl.DataFrame:
         "seed": [0, 1, 0, 1, 0, 0],
         "auc": [0.70, 0.72, 0.74, 0.76, 0.6, 0.65], "auc_ci_low": [0.6] * 6, "auc_ci_high": [0.9] * 6,
         "scanner_cov": [0.40, 0.40, 0.20, 0.20, 0.5, 0.25], "mag_cov": [0.1, 0.1, 0.05, 0.05, float("nan"), float("nan")],
+        "scanner_cov_prob": [0.10, 0.12, 0.05, 0.07, 0.2, 0.1],
         "flip_rate": [0.2, 0.2, 0.1, 0.1, 0.3, 0.2],
     })
 
@@ -123,6 +124,7 @@ def test_aggregate_seeds_and_relative_change():
     rel = stats.add_relative_change(agg, by=["fm"])
     a_sg = rel.filter((pl.col("fm") == "a") & pl.col("use_scangen")).row(0, named=True)
     assert a_sg["scanner_cov_rel_change"] == pytest.approx(-50.0)
+    assert a_sg["scanner_cov_prob_mean"] == pytest.approx(0.06) and a_sg["scanner_cov_prob_rel_change"] == pytest.approx(-100 * 0.05 / 0.11)
     assert a_sg["auc_rel_change"] == pytest.approx(100 * (0.75 - 0.71) / 0.71)
     assert rel.filter(~pl.col("use_scangen"))["scanner_cov_rel_change"].null_count() == 2
     with pytest.raises(ValueError, match="baseline"):
