@@ -107,3 +107,16 @@ def test_build_model_defaults_and_errors():
         build_model(D, "clam")
     with pytest.raises(ValueError, match="phi outputs"):
         MILModel(Projection(D, hidden_dim=16), build_head("gap", 8))
+
+
+def test_masked_mean_counts_patches_exactly_in_half_precision() -> None:
+    """bf16 cannot hold 1001 exactly; the mean accumulates and divides by the exact count in float32."""
+    from scangen.models.base import masked_mean
+
+    torch.manual_seed(0)
+    h = (torch.randn(1, 1001, 64) + 3.0).to(torch.bfloat16)
+    mask = torch.ones(1, 1001, dtype=torch.bool)
+    expected = h.float().mean(dim=1).to(torch.bfloat16)
+    rounded_count = h.sum(dim=1) / mask.sum(dim=1, keepdim=True).to(torch.bfloat16)  # the naive form
+    assert not torch.equal(rounded_count, expected)
+    assert torch.equal(masked_mean(h, mask), expected)

@@ -213,3 +213,13 @@ def test_layout_under_keeps_the_repository_structure(tmp_path: Path, monkeypatch
     assert param_set_from_env() == "quick"
     monkeypatch.setenv(PARAMS_ENV, "smoke")
     assert param_set_from_env() == "smoke" and param_set_from_env("full") == "full"
+
+
+def test_publish_never_leaves_another_sets_notebook_beside_this_set(toy: Layout) -> None:
+    """A notebook published by an earlier set but not (yet) run by this one is removed."""
+    toy.executed.mkdir(parents=True, exist_ok=True)
+    stale = toy.executed / "02_consumer.ipynb"
+    stale.write_text("{}")
+    run("toy", toy, only=["01"], log=lambda _: None)
+    assert (toy.executed / "01_producer.ipynb").is_file()
+    assert not stale.exists()

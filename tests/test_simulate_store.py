@@ -153,3 +153,22 @@ def test_paper_size_design_holds_bags_and_labels() -> None:
     assert set(design.slides.filter(pl.col("cohort") == "multiscanner")["egfr"]) == {0, 1}
     # the tissue map must hold the largest bag: at least bag_max cells of tissue on average
     assert 0.4 * cfg.grid_cells**2 > cfg.bag_max
+
+
+def test_resimulating_into_a_folder_leaves_nothing_stale(tiny_store: Path, tmp_path: Path) -> None:
+    """A second simulation into the same folder replaces models and registered tiles, never mixes."""
+    folder = tmp_path / "reused"
+    simulate_cohort(folder, size="tiny", seed=0, models=["phikon-sim", "uni-sim"])
+    simulate_cohort(folder, size="tiny", seed=1, models=["phikon-sim"], registered_tiles=False)
+    assert list_models(folder) == ["phikon-sim"]
+    assert not (folder / "registered").exists()
+    assert read_meta(folder)["generator"]["seed"] == 1
+
+
+def test_refuses_to_overwrite_a_real_store(tmp_path: Path) -> None:
+    folder = tmp_path / "real"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"simulated": False, "models": {}}))
+    with pytest.raises(ValueError, match="not simulated"):
+        simulate_cohort(folder, size="tiny", seed=0, models=["phikon-sim"])
+    assert (folder / "meta.json").is_file()

@@ -148,3 +148,16 @@ def test_subset_arguments(tmp_path: Path) -> None:
     assert reg.tissue_class is None
     with pytest.raises(StoreValidationError, match=r"no registered tiles for slide ids \['sp2-AT2'\]"):
         load_registered(store, FM, [d["ids"][4]])
+
+
+def test_write_store_replaces_a_model_of_another_dimension(tmp_path: Path) -> None:
+    """write_store rewrites meta.json first, so a model's new D is accepted, not half-written."""
+    from scangen.store import Bags, write_store
+
+    store, _ = make_store(tmp_path / "s")
+    slides = read_slides(store)
+    offsets, features, coords, tissue = toy_bags(slides.height, dim=2 * DIM, seed=3)
+    bags = Bags(slides=slides, features=features, offsets=offsets, coords=coords, tissue_class=tissue)
+    write_store(store, slides, {FM: bags}, {"simulated": True})
+    loaded = load_bags(store, FM)
+    assert loaded.dim == 2 * DIM and np.array_equal(loaded.features, features)

@@ -7,7 +7,6 @@ whose mean logit is near zero (reported as `n_near_zero`), which makes it too no
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

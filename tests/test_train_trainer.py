@@ -16,7 +16,6 @@ from scangen.train import (
     assign_splits,
     load_checkpoint,
     predict_logits,
-    prediction_table,
     run_experiment,
     save_checkpoint,
     train,

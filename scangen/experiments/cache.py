@@ -32,7 +32,7 @@ import scangen
 
 PACKAGE_DIR = Path(scangen.__file__).resolve().parent
 CODE_PARTS: tuple[str, ...] = (
-    "train", "models", "losses.py", "splits.py", "store",
+    "train", "models", "losses.py", "splits.py", "store", "constants.py",
     "metrics/__init__.py", "metrics/cov.py", "metrics/classification.py", "metrics/summary.py",
 )
 """Parts of the package (relative to scangen/) whose source changes invalidate cached runs."""

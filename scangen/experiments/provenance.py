@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scangen.atomic import atomic_write_text
+
 SIMULATE_SOURCE = Path(__file__).resolve().parents[1] / "simulate"
 
 
@@ -56,9 +58,5 @@ def read_description(store: Path) -> dict[str, Any] | None:
 
 
 def write_description(store: Path, description: dict[str, Any]) -> Path:
-    """Record `description` as the generator of `store` (atomically: temp file then rename)."""
-    path = sidecar_path(store)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(description, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Record `description` as the generator of `store` (atomically, through scangen.atomic)."""
+    return atomic_write_text(sidecar_path(store), json.dumps(description, indent=1, sort_keys=True))

@@ -2,7 +2,8 @@
 
 On one FM, ScanGen is retrained while one setting at a time moves away from the defaults:
 - the ScanGen item level: "slide" (mean patch embedding per WSI, default) vs "patch" (random patches,
-  each labelled with its WSI's specimen and scanner);
+  each labelled with its WSI's specimen and scanner) vs "bag" (masked mean of phi over a WSI's patches,
+  the representation GAP classifies);
 - lambda (weight of the ScanGen loss), alpha (attraction vs repulsion) and the margin m.
 Each run reports validation AUC and validation scanner CoV (what a choice on validation would look at)
 beside the test metrics, plus the CoV on sigmoid probabilities instead of logits. `val_choice` names
@@ -21,7 +22,7 @@ from scangen.experiments.session import ExperimentSession
 from scangen.train import TrainConfig
 
 DEFAULT_GRID: dict[str, list[Any]] = {
-    "scangen_level": ["slide", "patch"],
+    "scangen_level": ["slide", "patch", "bag"],
     "lam": [0.3, 1.0, 3.0],
     "alpha": [0.25, 0.5, 0.75],
     "margin": [0.5, 0.75, 1.0],
@@ -81,7 +82,7 @@ def run_sensitivity(session: ExperimentSession, fm: str, grid: dict[str, Sequenc
     summary = {"fm": fm, "seeds": list(seeds), "cov_weight": cov_weight, "baseline": base,
                "default": {"auc": default["auc"], "scanner_cov": default["scanner_cov"]},
                "scanner_cov_range": [float(table["scanner_cov"].min()), float(table["scanner_cov"].max())],
-               "n_settings": table.height,
+               "n_settings": table.filter(pl.col("parameter") != "default").height,
                "val_choice": {"parameter": best["parameter"], "value": best["value"], "val_score": best["val_score"]},
                "grid": {k: [str(v) for v in vs] for k, vs in grid.items()}}
     return runs, table, summary

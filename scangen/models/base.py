@@ -76,8 +76,9 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
 
 def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
     """Mean over real patches: (B, N, H), (B, N) -> (B, H)."""
-    total = zero_padding(h, mask).sum(dim=1)
-    return total / mask.sum(dim=1, keepdim=True).to(h.dtype)
+    acc = torch.promote_types(h.dtype, torch.float32)  # half precision would round counts (1001 -> 1000)
+    total = zero_padding(h, mask).sum(dim=1, dtype=acc)
+    return (total / mask.sum(dim=1, keepdim=True).to(acc)).to(h.dtype)
 
 
 class MILHead(nn.Module, abc.ABC):

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from scangen.atomic import atomic_write_with
 from scangen.pipeline import cache
 from scangen.pipeline.layout import ACTIVE_SET_FILE, Layout
 from scangen.pipeline.params import ParamSet, load_param_set
@@ -206,11 +207,10 @@ def publish(pset: ParamSet, layout: Layout, manifest: cache.Manifest) -> list[Pa
         if name not in manifest.entries or not source.is_file():
             continue
         target = layout.executed / f"{name}.ipynb"
-        tmp = layout.executed / f".{name}.ipynb.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        atomic_write_with(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
         published.append(target)
-    stale = [p for p in layout.executed.glob("*.ipynb") if p.stem not in pset.names()]
+    # a notebook of another set must never sit beside this set's results
+    stale = [p for p in layout.executed.glob("*.ipynb") if p not in published]
     for path in stale:
         path.unlink()
     record = {"param_set": pset.name, "results_dir": str(layout.results_dir(pset.name)),

@@ -9,6 +9,8 @@ and configuration give identical arrays and identical file bytes.
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +116,24 @@ def generate_cohort(cfg: SimConfig, seed: int = 0, registered_tiles: bool = True
     )
 
 
+def _clear_previous_store(store: Path) -> None:
+    """Remove an earlier simulated store's files from `store`, so no stale model or registered
+    table survives a re-simulation; refuse to touch a folder holding a real (imported) store."""
+    meta_path = store / "meta.json"
+    if meta_path.is_file():
+        try:
+            simulated = bool(json.loads(meta_path.read_text(encoding="utf-8")).get("simulated", False))
+        except (json.JSONDecodeError, AttributeError):
+            simulated = False
+        if not simulated:
+            raise ValueError(f"{store}: holds a store that is not simulated (meta.json); choose another out_dir")
+    for sub in ("embeddings", "registered"):
+        if (store / sub).is_dir():
+            shutil.rmtree(store / sub)
+    for name in ("slides.parquet", "meta.json"):
+        (store / name).unlink(missing_ok=True)
+
+
 def simulate_cohort(out_dir: str | Path, size: str = "quick", seed: int = 0, models: list[str] | None = None,
                     registered_tiles: bool = True, config: SimConfig | None = None) -> Path:
     """Generate the simulated cohort and write it as a store in `out_dir`; returns the store path.
@@ -127,6 +147,7 @@ def simulate_cohort(out_dir: str | Path, size: str = "quick", seed: int = 0, mod
     fms = load_models(models)
     cohort = generate_cohort(cfg, seed, registered_tiles)
     store = Path(out_dir)
+    _clear_previous_store(store)
     store.mkdir(parents=True, exist_ok=True)
     write_slides(store, cohort.slides)
     slide_ids = cohort.slides["slide_id"].to_list()

@@ -31,10 +31,10 @@ def write_store(store: Path, slides: pl.DataFrame, bags: Mapping[str, Bags], met
     for fm, b in bags.items():
         models[fm] = b.dim
     full_meta = {**meta, "models": models}
+    write_meta(store, full_meta)  # first: write_embeddings checks each model's D against meta.json
     write_slides(store, slides)
     for fm, b in bags.items():
         write_embeddings(store, fm, b.slide_ids, b.offsets, b.features, b.coords, b.tissue_class)
-    write_meta(store, full_meta)
     return store
 
 

@@ -7,7 +7,6 @@ import torch
 
 from scangen.models import MILModel
 from scangen.train.batching import BagTensors, collate, inference_batches
-from scangen.train.device import autocast
 
 
 @torch.no_grad()
@@ -34,8 +33,10 @@ def predict_logits(
         lengths = bt.lengths.cpu().numpy()[positions]
         for batch in inference_batches(lengths, patch_budget):
             x, mask = collate(bt, positions[batch])
-            with autocast(bt.device, amp):
-                logits = model(x, mask).logits
+            # Inference in full precision: CoV and flip rate compare small logit differences between
+            # scans, which half-precision rounding would coarsen. `amp` is kept for the signature.
+            x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            logits = model(x, mask).logits
             out[batch] = logits.float().cpu().numpy()
     finally:
         model.train(was_training)

@@ -220,10 +220,13 @@ def _loop(
             sg = torch.zeros((), device=device)
             if sg_sampler is not None:
                 z, spec, scan = scangen_embeddings(model, bt, sg_sampler.next(), config, gen_store)
-                sg, (n_att, n_rep) = scangen_loss(z.float(), spec, scan, config.alpha, config.margin, return_counts=True)
-                if n_att == 0 or n_rep == 0:
-                    raise RuntimeError(f"ScanGen batch without both pair kinds (|P|={n_att}, |N|={n_rep})")
-                loss = task_loss + config.lam * sg
+        if sg_sampler is not None:
+            # Cosine distances near 0 need full precision: bf16 rounds cos to ~0.004 steps, which
+            # would erase the attraction term; so the loss runs outside autocast, in float32.
+            sg, (n_att, n_rep) = scangen_loss(z.float(), spec, scan, config.alpha, config.margin, return_counts=True)
+            if n_att == 0 or n_rep == 0:
+                raise RuntimeError(f"ScanGen batch without both pair kinds (|P|={n_att}, |N|={n_rep})")
+            loss = task_loss.float() + config.lam * sg
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
