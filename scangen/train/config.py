@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from scangen.constants import SCANNERS_40X
+from scangen.models import HEADS as _HEAD_REGISTRY
+from scangen.splits import DEFAULT_FRACTIONS
 
-HEADS = ("gap", "abmil", "abmil_gated", "dsmil", "slotmil")
+HEADS = tuple(_HEAD_REGISTRY)
 SCANGEN_LEVELS = ("slide", "patch", "bag")
 SELECT_METRICS = ("auc", "loss", "auc_cov", "auc_pcov", "auc_share")
 NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint", "num_threads"})
@@ -88,7 +90,7 @@ class TrainConfig:
     cov_weight: float = 0.1
     seed: int = 0
     split_seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     device: str = "auto"
     amp: bool = True
     eval_patch_budget: int = 262_144
