@@ -7,17 +7,19 @@ Numbers are formatted, never changed: "0.768 [0.70, 0.83]" is a seed mean with i
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import polars as pl
 
 from scangen.constants import REAL_MODEL_OF
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    """A number with `digits` decimals, or an en dash for missing/NaN."""
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number with `digits` decimals, an en dash for missing/NaN; anything else as text."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
     return f"{x:.{digits}f}"
 
 
@@ -37,14 +39,18 @@ def fmt_change(value: float | None, change: float | None, digits: int = 3) -> st
 
 def to_markdown(df: pl.DataFrame, align: Sequence[str] | None = None) -> str:
     """A pipe table of the frame's values as strings (`align` per column: 'l', 'r' or 'c')."""
-    cols = df.columns
+    rows = [["" if v is None else str(v) for v in row] for row in df.iter_rows()]
+    return pipe_table(df.columns, rows, align)
+
+
+def pipe_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    """A Markdown pipe table (Quarto renders it in HTML and Typst alike); `align` 'l', 'r' or 'c' per column."""
     marks = {"l": ":--", "r": "--:", "c": ":-:"}
-    align = list(align) if align is not None else ["l"] * len(cols)
-    if len(align) != len(cols):
-        raise ValueError(f"align: expected {len(cols)} entries, got {len(align)}")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
-    for row in df.iter_rows():
-        lines.append("| " + " | ".join("" if v is None else str(v) for v in row) + " |")
+    align = list(align) if align is not None else ["l"] * len(header)
+    if len(align) != len(header):
+        raise ValueError(f"align: expected {len(header)} entries, got {len(align)}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 

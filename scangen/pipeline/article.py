@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scangen.constants import REAL_MODEL_OF
+from scangen.tables import fmt, pipe_table
 from scangen.pipeline.layout import Layout
 from scangen.pipeline.runner import active_set
 
@@ -34,15 +35,6 @@ PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
     "slotmil": {"baseline": (0.822, 0.338), "scangen": (0.826, 0.227)},
 }
 """Table 2 of Carloni et al. (2025), H-Optimus-0 features: (EGFR AUC, scanner CoV) per MIL head."""
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number for the text: fixed digits, an en dash for a missing or non-finite value."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:.{digits}f}"
 
 
 def pct(value: Any, digits: int = 1) -> str:
@@ -122,9 +114,5 @@ def table2_comparison_rows(table2: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
-    """A pipe table (Quarto renders it in HTML and Typst alike)."""
-    align = align or "l" * 2 + "r" * (len(header) - 2)
-    rule = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    """The article's comparison tables: two text columns, then numbers right-aligned."""
+    return pipe_table(header, rows, align or "l" * 2 + "r" * (len(header) - 2))
