@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from scangen.atomic import atomic_write_text, atomic_write_with
 from scangen.constants import REAL_MODEL_OF, SIMULATED_MODELS
 from scangen.metrics.robustness import cross_scanner_retrieval, robustness_index
 from scangen.paths import DATA
@@ -151,7 +152,7 @@ def choose(grid: dict[str, list[tuple[dict, dict]]]) -> tuple[dict[str, tuple[di
     """One grid point per model: least total squared gap subject to the published order (DP)."""
     models = list(ANCHORS)
     best = [{i: (_cost(models[0], g[1]), [i]) for i, g in enumerate(grid[models[0]])}]
-    for prev_model, model in zip(models, models[1:]):
+    for prev_model, model in itertools.pairwise(models):
         layer = {}
         for j, (_, mj) in enumerate(grid[model]):
             options = [(c + _cost(model, mj), path + [j]) for i, (c, path) in best[-1].items()
@@ -195,9 +196,7 @@ def write_params(chosen: dict[str, dict[str, float]], path: Path = FM_PARAMS_PAT
     for i, model in enumerate(SIMULATED_MODELS):
         body = ", ".join(f'"{k}": {round(float(v), 6)}' for k, v in chosen[model].items())
         lines.append(f'  "{model}": {{{body}}}' + ("," if i < len(SIMULATED_MODELS) - 1 else ""))
-    tmp = Path(path).with_suffix(".json.tmp")
-    tmp.write_text("\n".join(lines + ["}"]) + "\n")
-    tmp.replace(path)
+    atomic_write_text(Path(path), "\n".join(lines + ["}"]) + "\n")
 
 
 def achieved_table(achieved: dict[str, dict[str, float]], protocol: Protocol) -> pl.DataFrame:
@@ -216,7 +215,7 @@ def achieved_table(achieved: dict[str, dict[str, float]], protocol: Protocol) ->
 def order_holds(achieved: dict[str, dict[str, float]]) -> bool:
     """Whether achieved values keep the published order on both metrics."""
     models = list(ANCHORS)
-    return all(_ordered(achieved[a], achieved[b], a, b) for a, b in zip(models, models[1:]))
+    return all(_ordered(achieved[a], achieved[b], a, b) for a, b in itertools.pairwise(models))
 
 
 def compute_check(params: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -247,7 +246,7 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
     check = compute_check(params)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pl.concat([achieved_table(achieved, CALIBRATION), achieved_table(check, CHECK)])
-    table.write_parquet(out_dir / f"{TABLE_STEM}.parquet")
+    atomic_write_with(out_dir / f"{TABLE_STEM}.parquet", table.write_parquet)
     gaps = table.filter(pl.col("protocol") == CALIBRATION.name)["gap"].drop_nulls().abs()
     summary = {
         "anchors": ANCHORS, "grid": {k: list(v) for k, v in GRID.items()}, "refine": REFINE,
@@ -258,7 +257,7 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
         "grid_scores": {m: [{**{k: g[0][k] for k in GRID}, **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid},
         "seconds": round(time.time() - t0, 1),
     }
-    (out_dir / f"{TABLE_STEM}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{TABLE_STEM}.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

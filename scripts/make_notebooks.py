@@ -19,6 +19,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from scangen.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file() or path.read_text() != text:
                 stale.append(path.name)
         else:
-            path.write_text(text)
+            atomic_write_text(path, text)
             print(f"wrote {path.relative_to(ROOT)}")
     if stale:
         print(f"out of date (run scripts/make_notebooks.py): {', '.join(stale)}", file=sys.stderr)

@@ -131,6 +131,26 @@ def test_aggregate_seeds_and_relative_change():
         stats.add_relative_change(agg.filter(pl.col("use_scangen")), by=["fm"])
 
 
+def test_table1_and_mil_json_share_the_baseline_scangen_layout():
+    from scangen.experiments.mil_table import mil_json
+    from scangen.experiments.table1 import table1_json
+
+    rel = stats.add_relative_change(stats.aggregate_seeds(_runs(), ["fm", "use_scangen"]), by=["fm"])
+    t1 = table1_json(rel.with_columns(pl.col("fm").str.to_uppercase().alias("real_model")), [0, 1])
+    a = t1["fms"]["a"]
+    assert a["real_model"] == "A" and a["baseline"]["auc_mean"] == pytest.approx(0.71)
+    assert a["baseline"]["n_seeds"] == 2 and "auc_lo" in a["scangen"] and "seed" not in a["scangen"]
+    assert a["rel_change"]["scanner_cov"] == pytest.approx(-50.0)
+    assert set(a["rel_change"]) == {"auc", "scanner_cov", "mag_cov"}
+    assert t1["strongest_fm"] == "a" and t1["fms_cov_reduced"] == ["a", "b"]
+    heads = rel.with_columns(pl.col("fm").replace({"a": "gap", "b": "abmil"}).alias("head"))
+    mil = mil_json(heads, "a", "given", [0, 1])
+    gap = mil["heads"]["gap"]
+    assert gap["label"] == "GAP" and mil["heads"]["abmil"]["label"] == "AB-MIL"
+    assert gap["scangen"] == a["scangen"] and gap["rel_change"] == a["rel_change"]
+    assert mil["cov_rel_change_range"] == pytest.approx([-50.0, -50.0])
+
+
 # --- run cache -----------------------------------------------------------------------------------
 
 def _preds(value: float) -> pl.DataFrame:

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from scangen.metrics import magnification_cov, scanner_cov, scanner_cov_per_specimen
+from scangen.metrics.cov import magnification_cov_per_specimen
 
 
 def test_cov_matches_hand_computation() -> None:
@@ -74,3 +75,10 @@ def test_magnification_cov_uses_gt450_pair_only() -> None:
     assert magnification_cov(pred) == pytest.approx((1.0 / 2.0 + 0.0) / 2.0)
     with pytest.raises(ValueError, match="both 40x and 20x"):
         magnification_cov(pred.filter(~((pl.col("specimen_id") == "b") & (pl.col("magnification") == 20))))
+    table = magnification_cov_per_specimen(pred, on="prob")
+    assert table["specimen_id"].to_list() == ["a", "b"] and table["n_scans"].to_list() == [2, 2]
+    assert float(table["cov"].mean()) == pytest.approx(magnification_cov(pred, on="prob"))
+    with pytest.raises(ValueError, match="no GT450 40x/20x pair"):
+        magnification_cov(pred.filter(pl.col("scanner") == "AT2"))
+    with pytest.raises(ValueError, match="column 'prob' is not in the predictions"):
+        magnification_cov_per_specimen(pred, value="prob")

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from scangen.atomic import atomic_write_text
 from scangen.store import (
     StoreValidationError,
     load_bags,
@@ -123,6 +124,21 @@ def test_dimension_against_meta_and_mixed(tmp_path: Path) -> None:
         load_bags(store, FM)
     _raw_embeddings(store, d, embedding=pa.array([list(r) for r in d["features"]], pa.list_(pa.float32())))
     np.testing.assert_array_equal(load_bags(store, FM).features, d["features"])  # variable lists, one D: fine
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{not json", r"meta\.json: not valid JSON .*expected an object like"),
+        ("[1, 2]", r"meta\.json: expected a JSON object at the top level, got list"),
+        ('{"simulated": true, "models": [5]}', r"meta\.json: 'models' must be an object \{fm: D\}, got list"),
+    ],
+)
+def test_malformed_meta_is_named_when_writing_embeddings(tmp_path: Path, text: str, says: str) -> None:
+    store, d = make_store(tmp_path)
+    atomic_write_text(store / "meta.json", text)
+    with pytest.raises(StoreValidationError, match=says):
+        write_embeddings(store, FM, d["ids"], d["offsets"], d["features"], d["coords"])
 
 
 def test_nonfinite_values(tmp_path: Path) -> None:

@@ -1,35 +1,55 @@
-"""ScanGen against the baseline on a small simulated cohort (fixed seeds): lower scanner CoV, AUC
-inside the baseline's specimen-bootstrap CI.
+"""ScanGen against the baseline on the quick simulated cohort (one FM, fixed seed).
 
-CoV is measured on probabilities: with ~9 test specimens the logit CoV is dominated by specimens
-whose mean logit is near zero (reported as `n_near_zero`), which makes it too noisy to compare.
+What is asserted, and what is not:
+- The setting is fixed in advance, not searched for this test: the quick cohort at seed 0, the FM
+  Table 2 uses (hoptimus0-sim), the quick parameter set's training settings, and the item level
+  ("bag") that the sensitivity notebook's validation rule picks; every other ScanGen setting is the
+  default.
+- Asserted: ScanGen lowers the scale-free scanner share of the test logits (mean within-specimen
+  std over scanners / std of specimen means, `scangen.metrics.scanner_variance`) and shrinks the
+  per-scanner logit offsets relative to the spread between specimens, while the pooled test AUC is
+  at least the lower end of the baseline's specimen-bootstrap CI.
+- Not asserted: the paper's mean logit CoV. On the simulated cohort's 22 test specimens it is
+  dominated by the few specimens whose mean logit is near 0 (a heavy-tailed ratio), and an
+  early-stopped baseline with small logits around a large intercept scores a low CoV without
+  agreeing better across scanners. Table 1 reports it with the decomposition beside it.
 """
 
 from __future__ import annotations
 
-
+import polars as pl
 import pytest
 
 from scangen.metrics import summarize_predictions
+from scangen.metrics.scanner_variance import ScannerVariance, scanner_variance
 from scangen.store import Bags, load_bags
 from scangen.train import TrainConfig, run_experiment
 
+FM = "hoptimus0-sim"
+QUICK_TRAIN = dict(max_steps=150, eval_every=25, patience=4, max_patches_train=32)  # params/quick.yml
+
 
 @pytest.fixture(scope="module")
-def small_bags(tmp_path_factory: pytest.TempPathFactory) -> Bags:
-    from scangen.simulate import SimConfig, simulate_cohort
+def quick_bags(tmp_path_factory: pytest.TempPathFactory) -> Bags:
+    from scangen.simulate import simulate_cohort
 
-    cfg = SimConfig.from_size("tiny", n_task_slides=120, n_ms_specimens=30, bag_median=40.0, bag_min=20, bag_max=80)
-    store = simulate_cohort(tmp_path_factory.mktemp("small"), seed=0, models=["phikon-sim"],
-                            registered_tiles=False, config=cfg)
-    return load_bags(store, "phikon-sim")
+    store = simulate_cohort(tmp_path_factory.mktemp("quick"), size="quick", seed=0, models=[FM], registered_tiles=False)
+    return load_bags(store, FM)
 
 
-def test_scangen_lowers_scanner_cov_and_keeps_auc(small_bags: Bags) -> None:
-    base = TrainConfig(fm="phikon-sim", max_steps=120, eval_every=20, max_patches_train=32, lr=1e-3, lam=5.0,
-                       scangen_level="patch", scangen_patches=16, progress=False, num_threads=1, seed=0)
-    baseline = summarize_predictions(run_experiment(base, small_bags), on="prob", n_boot=500)
-    scangen = summarize_predictions(run_experiment(base.replace(use_scangen=True), small_bags), on="prob", n_boot=500)
-    assert scangen["scanner_cov"] < baseline["scanner_cov"]
-    assert baseline["ci"][0] <= scangen["auc"] <= baseline["ci"][1]
-    assert baseline["n_specimens"] == scangen["n_specimens"] >= 8
+def _test_variance(pred: pl.DataFrame) -> ScannerVariance:
+    rows = pred.filter((pl.col("split") == "test") & (pl.col("magnification") == 40))
+    return scanner_variance(rows["logit"].to_numpy(), rows["specimen_id"].to_numpy(), rows["scanner"].to_numpy())
+
+
+def test_scangen_lowers_scanner_share_and_keeps_auc(quick_bags: Bags) -> None:
+    base = TrainConfig(fm=FM, progress=False, seed=0, device="cpu", **QUICK_TRAIN)
+    pred_base = run_experiment(base, quick_bags)
+    pred_sg = run_experiment(base.replace(use_scangen=True, scangen_level="bag"), quick_bags)
+    v_base, v_sg = _test_variance(pred_base), _test_variance(pred_sg)
+    s_base, s_sg = summarize_predictions(pred_base, n_boot=500), summarize_predictions(pred_sg, n_boot=500)
+
+    assert v_base.n_specimens == v_sg.n_specimens >= 20
+    assert v_sg.scanner_share < 0.85 * v_base.scanner_share
+    assert v_sg.offset_sd / v_sg.between_sd < v_base.offset_sd / v_base.between_sd
+    assert s_sg["auc"] >= s_base["ci"][0]

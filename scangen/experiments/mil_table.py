@@ -8,12 +8,14 @@ the notebook names one.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import polars as pl
 
 from scangen.experiments.session import ExperimentSession
 from scangen.experiments.stats import add_relative_change, aggregate_seeds
+from scangen.experiments.table1 import baseline_scangen_entries
 from scangen.train import TrainConfig
 
 MIL_HEADS: tuple[str, ...] = ("gap", "abmil", "dsmil", "slotmil")
@@ -38,13 +40,8 @@ def run_mil_table(session: ExperimentSession, fm: str, heads: Sequence[str] = MI
 
 def mil_json(table: pl.DataFrame, fm: str, how: str, seeds: Sequence[int]) -> dict[str, Any]:
     """Headline numbers: per head, baseline and ScanGen AUC/CoV and the CoV change."""
-    heads: dict[str, Any] = {}
-    for row in table.iter_rows(named=True):
-        entry = heads.setdefault(row["head"], {"label": HEAD_LABELS.get(row["head"], row["head"])})
-        side = "scangen" if row["use_scangen"] else "baseline"
-        entry[side] = {k: row[k] for k in row if k.endswith(("_mean", "_lo", "_hi")) or k == "n_seeds"}
-        if row["use_scangen"]:
-            entry["rel_change"] = {m: row[f"{m}_rel_change"] for m in ("auc", "scanner_cov", "mag_cov")}
+    heads = baseline_scangen_entries(table, "head",
+                                     lambda row: {"label": HEAD_LABELS.get(row["head"], row["head"])})
     reductions = [e["rel_change"]["scanner_cov"] for e in heads.values() if "rel_change" in e]
     return {"fm": fm, "fm_chosen_by": how, "seeds": list(seeds), "heads": heads,
             "cov_rel_change_range": [min(reductions), max(reductions)] if reductions and None not in reductions else None}

@@ -19,8 +19,9 @@ No training here. Per FM:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,6 +30,7 @@ from sklearn.metrics import silhouette_score
 from scangen.constants import REAL_MODEL_OF
 from scangen.metrics import robustness as rb
 from scangen.paths import DATA
+from scangen.scan_labels import scanner_labels
 from scangen.splits import DEFAULT_FRACTIONS, specimen_splits
 from scangen.store import Bags, load_bags, load_registered, read_meta, read_slides
 
@@ -90,7 +92,7 @@ def _predictability(bags: Bags, seed: int, n_components: int | None) -> rb.Predi
     if not 1 <= n_components <= min(means.shape):
         raise ValueError(f"predictability_pca must be in 1..{min(means.shape)} or None, got {n_components}")
     z = PCA(n_components, random_state=seed).fit_transform(means)
-    return scanner_predictability(z, rb._scanner_labels(bags.slides),
+    return scanner_predictability(z, scanner_labels(bags.slides),
                                   bags.slides["specimen_id"].cast(str).to_numpy(), seed=seed)
 
 
@@ -137,7 +139,7 @@ def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_se
         test = bags.select(bags.slide_index(test_ids))
         c = umap_coords(test, fm, seed, n_epochs=umap_n_epochs)
         xy = c.select("umap_1", "umap_2").to_numpy()
-        row["umap_silhouette_scanner"] = _silhouette(xy, c["scanner"].to_numpy() + "@" + c["magnification"].cast(str).to_numpy())
+        row["umap_silhouette_scanner"] = _silhouette(xy, scanner_labels(c))
         row["umap_silhouette_specimen"] = _silhouette(xy, c["specimen_id"].to_numpy())
         row["n_test_slides"] = test.slides.height
         coords.append(c)

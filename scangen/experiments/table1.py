@@ -9,8 +9,9 @@ magnification CoV over GT450 40x/20x, flip rate. Seeds are aggregated as mean an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -54,22 +55,37 @@ def resolve_fm(fm: str | None, results_dir: Path, available: Sequence[str],
         try:
             chosen, how = str(read_json(results_dir, "table1")["strongest_fm"]), "highest baseline AUC in Table 1"
         except FileNotFoundError:
-            chosen = fallback if fallback in available else list(available)[0]
+            chosen = fallback if fallback in available or not available else next(iter(available))
             how = "default (Table 1 results not found)"
     if chosen not in available:
         raise ValueError(f"fm: {chosen!r} ({how}) is not in the store (models {list(available)})")
     return chosen, how
 
 
-def table1_json(table: pl.DataFrame, seeds: Sequence[int], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Headline numbers for the paper: per FM, baseline and ScanGen metrics plus relative changes."""
-    per_fm: dict[str, Any] = {}
+REL_CHANGE_METRICS: tuple[str, ...] = ("auc", "scanner_cov", "mag_cov")
+"""Metrics whose ScanGen-vs-baseline relative change the headline JSONs report."""
+
+
+def baseline_scangen_entries(table: pl.DataFrame, key: str,
+                             describe: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per value of `key` (fm, head, ...): `describe(row)` plus the "baseline" and "scangen" seed
+    aggregates (`*_mean`, `*_lo`, `*_hi`, `n_seeds`) and the ScanGen row's "rel_change".
+
+    `table` has one row per (`key`, use_scangen), as `aggregate_seeds` + `add_relative_change` give;
+    shared by Table 1 (key "fm") and the MIL table (key "head")."""
+    entries: dict[str, dict[str, Any]] = {}
     for row in table.iter_rows(named=True):
-        entry = per_fm.setdefault(row["fm"], {"real_model": row["real_model"]})
+        entry = entries.setdefault(row[key], describe(row))
         side = "scangen" if row["use_scangen"] else "baseline"
         entry[side] = {k: row[k] for k in row if k.endswith(("_mean", "_lo", "_hi")) or k == "n_seeds"}
         if row["use_scangen"]:
-            entry["rel_change"] = {m: row[f"{m}_rel_change"] for m in ("auc", "scanner_cov", "mag_cov")}
+            entry["rel_change"] = {m: row[f"{m}_rel_change"] for m in REL_CHANGE_METRICS}
+    return entries
+
+
+def table1_json(table: pl.DataFrame, seeds: Sequence[int], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Headline numbers for the paper: per FM, baseline and ScanGen metrics plus relative changes."""
+    per_fm = baseline_scangen_entries(table, "fm", lambda row: {"real_model": row["real_model"]})
     improved = [fm for fm, e in per_fm.items()
                 if "scangen" in e and e["scangen"]["scanner_cov_mean"] < e["baseline"]["scanner_cov_mean"]]
     return {"seeds": list(seeds), "fms": per_fm, "strongest_fm": strongest_fm(table),

@@ -10,7 +10,8 @@ counted and reported, never dropped; the denominator is floored at `eps` so the 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -114,11 +115,22 @@ def magnification_pairs(pred: pl.DataFrame, scanner: str = MAGNIFICATION_PAIR_SC
     return rows
 
 
+def magnification_cov_per_specimen(
+    pred: pl.DataFrame, *, eps: float = 1e-6, on: ValueKind = "logit", value: str = "logit"
+) -> pl.DataFrame:
+    """Per-specimen CoV table (as `scanner_cov_per_specimen`) over the {GT450@40x, GT450@20x} pair."""
+    rows = magnification_pairs(pred)
+    if rows.height == 0:
+        raise ValueError(
+            f"predictions: no {MAGNIFICATION_PAIR_SCANNER} 40x/20x pair to compute a magnification CoV on"
+        )
+    if value not in rows.columns:
+        raise ValueError(f"value: column {value!r} is not in the predictions (columns {rows.columns})")
+    return scanner_cov_per_specimen(rows[value].to_numpy(), rows["specimen_id"].to_numpy(), eps=eps, on=on)
+
+
 def magnification_cov(
     pred: pl.DataFrame, *, eps: float = 1e-6, on: ValueKind = "logit", value: str = "logit"
 ) -> float:
     """Mean CoV over the {GT450@40x, GT450@20x} pair of every specimen in `pred`."""
-    rows = magnification_pairs(pred)
-    if rows.height == 0:
-        raise ValueError("predictions: no GT450 40x/20x pair to compute a magnification CoV on")
-    return scanner_cov(rows[value].to_numpy(), rows["specimen_id"].to_numpy(), eps=eps, on=on)
+    return float(magnification_cov_per_specimen(pred, eps=eps, on=on, value=value)["cov"].mean())

@@ -7,7 +7,8 @@
 The array functions take any (n, D) embedding (raw FM patches, mean embedding per WSI, phi's
 output). The `*_bags` helpers here read `scangen.store.Bags` / `RegisteredBags`: they keep the
 scans of one cohort at one magnification (by default the multi-scanner cohort at 40x, where each
-scanner appears once per specimen), say how many slides they kept, and build per-row labels.
+scanner appears once per specimen), say how many slides they kept, and build per-row labels
+(scanners by `scangen.scan_labels.scanner_labels`: 'GT450@20x' when 20x scans are kept).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from scangen.metrics.robustness_index import (
     pathorob_k_candidates,
     robustness_index,
 )
+from scangen.scan_labels import scanner_labels
 
 __all__ = [
     "DEFAULT_K_CANDIDATES",
@@ -41,8 +43,8 @@ __all__ = [
     "WsiRetrievalResult",
     "cross_scanner_retrieval",
     "cross_scanner_retrieval_bags",
-    "pathorob_k_candidates",
     "patch_table",
+    "pathorob_k_candidates",
     "robustness_index",
     "robustness_index_bags",
     "scanner_predictability",
@@ -69,15 +71,6 @@ def select_scans(bags, cohort: str | None = "multiscanner", magnification: int |
             f"({slides.height} slides in all)"
         )
     return bags if keep.all() else bags.select(np.flatnonzero(keep))
-
-
-def _scanner_labels(slides) -> np.ndarray:
-    """Scanner per slide; scanner@magnification when several magnifications are present."""
-    sc = slides["scanner"].cast(str).to_numpy()
-    if "magnification" in slides.columns and slides["magnification"].n_unique() > 1:
-        mag = slides["magnification"].cast(str).to_numpy()
-        sc = np.char.add(np.char.add(sc.astype(str), "@"), mag.astype(str))
-    return sc.astype(str)
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ def patch_table(bags, max_patches_per_slide: int | None = None, seed: int = 0) -
     tissue = getattr(bags, "tissue_class", None)
     return PatchTable(
         features=np.asarray(bags.features[rows], dtype=np.float32),
-        scanner=_scanner_labels(bags.slides)[slide_of_row[rows]],
+        scanner=scanner_labels(bags.slides)[slide_of_row[rows]],
         specimen=bags.slides["specimen_id"].cast(str).to_numpy()[slide_of_row[rows]],
         slide_index=slide_of_row[rows],
         tissue_class=None if tissue is None else np.asarray(tissue)[rows],
@@ -150,7 +143,7 @@ def robustness_index_bags(
         return robustness_index(
             sel.mean_embeddings(),
             sel.slides[label].to_numpy(),
-            _scanner_labels(sel.slides),
+            scanner_labels(sel.slides),
             sel.slides["specimen_id"].cast(str).to_numpy(),
             k,
             k_candidates,
@@ -174,7 +167,7 @@ def cross_scanner_retrieval_bags(
     return cross_scanner_retrieval(
         sel.features,
         np.asarray(sel.tile_id),
-        _scanner_labels(sel.slides)[slide_of_row],
+        scanner_labels(sel.slides)[slide_of_row],
         sel.slides["specimen_id"].cast(str).to_numpy()[slide_of_row],
         ks,
         pool=pool,
@@ -205,7 +198,7 @@ def scanner_predictability_bags(
     sel = select_scans(bags, cohort, magnification)
     return scanner_predictability(
         sel.mean_embeddings(),
-        _scanner_labels(sel.slides),
+        scanner_labels(sel.slides),
         sel.slides["specimen_id"].cast(str).to_numpy(),
         n_splits=n_splits,
         seed=seed,

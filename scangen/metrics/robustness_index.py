@@ -148,8 +148,6 @@ class NeighbourCounts:
     k: np.ndarray
     so: np.ndarray
     os: np.ndarray
-    ss: np.ndarray
-    oo: np.ndarray
     support: np.ndarray
     """Fraction of queries with at least one SO or OS neighbour within k."""
 
@@ -157,7 +155,7 @@ class NeighbourCounts:
 def neighbour_counts(
     labels: np.ndarray, scanners: np.ndarray, neigh: np.ndarray, k_values: Sequence[int]
 ) -> NeighbourCounts:
-    """Count SO/OS/SS/OO neighbours among the first k of `neigh`, pooled over queries."""
+    """Count SO/OS neighbours among the first k of `neigh`, pooled over queries (the RI's terms)."""
     valid = neigh >= 0
     safe = np.where(valid, neigh, 0)
     same_label = labels[safe] == labels[:, None]
@@ -165,8 +163,6 @@ def neighbour_counts(
     kinds = {
         "so": valid & same_label & ~same_scanner,
         "os": valid & ~same_label & same_scanner,
-        "ss": valid & same_label & same_scanner,
-        "oo": valid & ~same_label & ~same_scanner,
     }
     cum = {name: np.cumsum(mask, axis=1) for name, mask in kinds.items()}
     ks = np.asarray([min(int(k), neigh.shape[1]) for k in k_values], dtype=np.int64)
@@ -176,8 +172,6 @@ def neighbour_counts(
         k=np.asarray(list(k_values), dtype=np.int64),
         so=totals["so"],
         os=totals["os"],
-        ss=totals["ss"],
-        oo=totals["oo"],
         support=informative.mean(axis=0),
     )
 
@@ -195,18 +189,6 @@ class RobustnessIndexResult:
     support: float
     curve: dict[int, float] = field(default_factory=dict)
     knn_balanced_accuracy: dict[int, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        """Flat summary (for tables)."""
-        return {
-            "ri": self.value,
-            "k": self.k,
-            "k_selected_by": self.k_selected_by,
-            "n_samples": self.n_samples,
-            "so": self.so,
-            "os": self.os,
-            "support": self.support,
-        }
 
 
 def robustness_index(

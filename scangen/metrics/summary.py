@@ -13,8 +13,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from scangen.metrics.classification import bootstrap_auc, flip_rate, per_group_auc, youden_threshold
-from scangen.metrics.cov import ValueKind, magnification_pairs, scanner_cov_per_specimen
+from scangen.metrics.classification import (
+    bootstrap_auc,
+    flip_rate,
+    per_group_auc,
+    youden_threshold,
+)
+from scangen.metrics.cov import (
+    ValueKind,
+    magnification_cov_per_specimen,
+    scanner_cov_per_specimen,
+)
 
 REQUIRED_COLUMNS = ("slide_id", "specimen_id", "scanner", "magnification", "cohort", "split", "egfr", "logit")
 
@@ -60,12 +69,9 @@ def summarize_predictions(
     ci = bootstrap_auc(y, score, spec, n_boot=n_boot, level=level, seed=seed)
     cov_table = scanner_cov_per_specimen(score, spec, eps=eps, on=on)
 
-    mag_rows = pred.filter(
-        (pl.col("cohort") == "multiscanner") & (pl.col("split") == split)
-    )
+    mag_rows = _rows(pred, split, magnification=None)
     if (mag_rows["magnification"] == 20).any():
-        pairs = magnification_pairs(mag_rows)
-        mag_table = scanner_cov_per_specimen(pairs[value].to_numpy(), pairs["specimen_id"].to_numpy(), eps=eps, on=on)
+        mag_table = magnification_cov_per_specimen(mag_rows, eps=eps, on=on, value=value)
         mag_cov, n_near_zero_mag = float(mag_table["cov"].mean()), int(mag_table["near_zero"].sum())
     else:
         mag_cov, n_near_zero_mag = float("nan"), 0

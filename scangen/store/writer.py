@@ -10,8 +10,8 @@ atomically (temporary file + os.replace).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -29,7 +29,13 @@ from .schema import (
     registered_path,
     slides_path,
 )
-from .validate import check_finite, check_offsets, empty_bags, validate_meta, validate_slides
+from .validate import (
+    check_finite,
+    check_offsets,
+    empty_bags,
+    validate_meta,
+    validate_slides,
+)
 
 ROW_GROUP_BYTES = 128 << 20
 """Target size of one row group of the embedding column."""
@@ -100,11 +106,28 @@ def _tissue(tissue_class: np.ndarray | None, n: int, source: str) -> np.ndarray 
     return None if tissue_class is None else _int_column(tissue_class, "tissue_class", (n,), np.int8, source)
 
 
+def _meta_models(path: Path) -> dict:
+    """The `models` mapping of an existing meta.json; a malformed file is a StoreValidationError."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreValidationError(
+            f"{path}: not valid JSON ({err}); expected an object like "
+            '{"simulated": bool, "models": {fm: D}, ...}'
+        ) from err
+    if not isinstance(meta, dict):
+        raise StoreValidationError(f"{path}: expected a JSON object at the top level, got {type(meta).__name__}")
+    models = meta.get("models", {})
+    if not isinstance(models, dict):
+        raise StoreValidationError(f"{path}: 'models' must be an object {{fm: D}}, got {type(models).__name__}")
+    return models
+
+
 def _check_meta_dim(store: Path, fm: str, dim: int, source: str) -> None:
     """If meta.json exists and lists `fm`, its D must equal `dim`."""
     path = meta_path(store)
     if path.exists():
-        known = json.loads(path.read_text()).get("models", {}).get(fm)
+        known = _meta_models(path).get(fm)
         if known is not None and known != dim:
             raise StoreValidationError(
                 f"{source}: embedding dimension {dim} differs from {path} models[{fm!r}] = {known}"

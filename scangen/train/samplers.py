@@ -11,13 +11,14 @@ give both pair kinds is an error at construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl
 
 from scangen.constants import MAGNIFICATION_PAIR_SCANNER, SCANNERS_40X
+from scangen.scan_labels import scanner_label, scanner_label_expr
 
 
 class PermutationStream:
@@ -76,11 +77,6 @@ class ScanGenBatch:
     scanner: np.ndarray
 
 
-def scanner_label(scanner: str, magnification: int) -> str:
-    """Scanner identity used by the loss: 40x scans by scanner code, 20x as e.g. 'GT450@20x'."""
-    return scanner if int(magnification) == 40 else f"{scanner}@{int(magnification)}x"
-
-
 def has_both_pair_kinds(specimen: np.ndarray, scanner: np.ndarray) -> tuple[bool, bool]:
     """(any attraction pair, any repulsion pair) in a batch given its specimen and scanner codes."""
     same_s = specimen[:, None] == specimen[None, :]
@@ -91,7 +87,8 @@ def has_both_pair_kinds(specimen: np.ndarray, scanner: np.ndarray) -> tuple[bool
 class ScanGenSampler:
     """K specimens per batch from the multiscanner `scangen_train` split, all their eligible scans.
 
-    `slides` is the full bag table (with the `split` column); positions refer to its rows.
+    `slides` is the full bag table (with the `split` column); positions refer to its rows. Scans are
+    grouped by `scangen.scan_labels.scanner_label` (GT450 at 20x is a scanner of its own).
     """
 
     MAX_REDRAWS = 100
@@ -111,12 +108,7 @@ class ScanGenSampler:
         table = (
             slides.with_row_index("_pos")
             .filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == split))
-            .with_columns(
-                pl.when(pl.col("magnification") == 40)
-                .then(pl.col("scanner"))
-                .otherwise(pl.col("scanner") + "@" + pl.col("magnification").cast(pl.String) + "x")
-                .alias("_label")
-            )
+            .with_columns(scanner_label_expr().alias("_label"))
             .filter(pl.col("_label").is_in(labels))
         )
         per = table.group_by("specimen_id").agg(pl.col("_label").n_unique().alias("n")).sort("specimen_id")

@@ -1,0 +1,44 @@
+"""Scanner labels: one string per scan that tells scanners and magnifications apart.
+
+A 40x scan is labelled by its scanner code ("AT2"); a scan at any other magnification by
+"<scanner>@<magnification>x" ("GT450@20x"). The ScanGen sampler, the robustness metrics and the
+scanner-bias experiment all use this one convention, so "scanner" names the same group of scans
+everywhere (the GT450 20x scans are a scanner of their own, never merged with GT450 at 40x).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+BASE_MAGNIFICATION = 40
+"""Magnification whose scans are labelled by the bare scanner code."""
+
+
+def scanner_label(scanner: str, magnification: int) -> str:
+    """Label of one scan: `scanner` at 40x, e.g. 'GT450@20x' at another magnification."""
+    mag = int(magnification)
+    return scanner if mag == BASE_MAGNIFICATION else f"{scanner}@{mag}x"
+
+
+def scanner_label_expr(scanner: str = "scanner", magnification: str = "magnification") -> pl.Expr:
+    """Polars expression computing `scanner_label` row-wise from two columns (null stays null)."""
+    code = pl.col(scanner).cast(pl.String)
+    return (
+        pl.when(pl.col(magnification) == BASE_MAGNIFICATION)
+        .then(code)
+        .otherwise(code + "@" + pl.col(magnification).cast(pl.String) + "x")
+    )
+
+
+def scanner_labels(slides: pl.DataFrame) -> np.ndarray:
+    """Label per row of a slides table (str array); a table without `magnification` is taken as 40x."""
+    if "scanner" not in slides.columns:
+        raise ValueError(f"slides: expected a 'scanner' column to label scans, got columns {slides.columns}")
+    columns = [c for c in ("scanner", "magnification") if c in slides.columns]
+    nulls = [c for c in columns if slides[c].null_count()]
+    if nulls:
+        raise ValueError(f"slides: column(s) {nulls} hold nulls; every scan needs a scanner and a magnification")
+    if "magnification" not in slides.columns:
+        return slides["scanner"].cast(pl.String).to_numpy().astype(str)
+    return slides.select(scanner_label_expr().alias("label"))["label"].to_numpy().astype(str)
