@@ -66,6 +66,7 @@ def table1_display(table: pl.DataFrame) -> pl.DataFrame:
             "Scanner CoV ↓": fmt_change(r["scanner_cov_mean"], r.get("scanner_cov_rel_change") if sg else None),
             "Magnification CoV ↓": fmt_change(r["mag_cov_mean"], r.get("mag_cov_rel_change") if sg else None),
             "Scanner CoV, prob. ↓": fmt(r["scanner_cov_prob_mean"]),
+            "Scanner share ↓": fmt(r["scanner_share_mean"]),
             "Flip rate ↓": fmt(r["flip_rate_mean"]),
             "Seeds": str(r["n_seeds"]),
         })

@@ -201,6 +201,13 @@ Image(filename=str(fig_paths["png"]))'''),
         md("Per-run metrics, per-scanner AUC and the CoV computed on probabilities instead of logits:"),
         code('''runs.select("fm", "use_scangen", "seed", "auc", "scanner_cov", "scanner_cov_prob", "mag_cov", "flip_rate",
             "n_near_zero", "cached", *[c for c in runs.columns if c.startswith("auc_") and c[4:].isupper()])'''),
+        md("""Where the scanner disagreement of each run comes from (`scangen.metrics.scanner_variance`): the
+test logits split into specimen means (spread `between_sd`), per-scanner offsets (`offset_sd`) and a
+specimen-specific residual (`residual_sd`). `scanner_share` = mean within-specimen std / `between_sd` is
+unchanged by scaling or shifting the logits; `median_abs_mean` is the typical CoV denominator, so a run
+can lower the logit CoV by moving its intercept away from 0 without agreeing better across scanners."""),
+        code('''runs.select("fm", "use_scangen", "seed", "scanner_cov", "scanner_share", "offset_sd", "residual_sd",
+            "between_sd", "median_abs_mean", "n_near_zero")'''),
     ]
 
 

@@ -108,6 +108,7 @@ def _runs() -> pl.DataFrame:
         "auc": [0.70, 0.72, 0.74, 0.76, 0.6, 0.65], "auc_ci_low": [0.6] * 6, "auc_ci_high": [0.9] * 6,
         "scanner_cov": [0.40, 0.40, 0.20, 0.20, 0.5, 0.25], "mag_cov": [0.1, 0.1, 0.05, 0.05, float("nan"), float("nan")],
         "scanner_cov_prob": [0.10, 0.12, 0.05, 0.07, 0.2, 0.1],
+        "scanner_share": [2.0, 2.2, 1.0, 1.2, 1.5, 0.5],
         "flip_rate": [0.2, 0.2, 0.1, 0.1, 0.3, 0.2],
     })
 
@@ -126,6 +127,7 @@ def test_aggregate_seeds_and_relative_change():
     assert a_sg["scanner_cov_rel_change"] == pytest.approx(-50.0)
     assert a_sg["scanner_cov_prob_mean"] == pytest.approx(0.06) and a_sg["scanner_cov_prob_rel_change"] == pytest.approx(-100 * 0.05 / 0.11)
     assert a_sg["auc_rel_change"] == pytest.approx(100 * (0.75 - 0.71) / 0.71)
+    assert a_sg["scanner_share_mean"] == pytest.approx(1.1) and a_sg["scanner_share_rel_change"] == pytest.approx(-100 * 1.0 / 2.1)
     assert rel.filter(~pl.col("use_scangen"))["scanner_cov_rel_change"].null_count() == 2
     with pytest.raises(ValueError, match="baseline"):
         stats.add_relative_change(agg.filter(pl.col("use_scangen")), by=["fm"])
@@ -143,6 +145,7 @@ def test_table1_and_mil_json_share_the_baseline_scangen_layout():
     assert a["rel_change"]["scanner_cov"] == pytest.approx(-50.0)
     assert set(a["rel_change"]) == {"auc", "scanner_cov", "mag_cov"}
     assert t1["strongest_fm"] == "a" and t1["fms_cov_reduced"] == ["a", "b"]
+    assert t1["fms_share_reduced"] == ["a", "b"] and t1["n_fms_share_reduced"] == 2
     heads = rel.with_columns(pl.col("fm").replace({"a": "gap", "b": "abmil"}).alias("head"))
     mil = mil_json(heads, "a", "given", [0, 1])
     gap = mil["heads"]["gap"]

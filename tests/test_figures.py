@@ -20,7 +20,7 @@ def _table1() -> pl.DataFrame:
         "use_scangen": [False, True, False, True],
         "auc_mean": [0.70, 0.70, 0.72, 0.80], "auc_lo": [0.6, 0.6, 0.6, 0.7], "auc_hi": [0.8, 0.8, 0.8, 0.9],
         "scanner_cov_mean": [0.4, 0.2, 0.3, 0.3], "scanner_cov_lo": [float("nan")] * 4, "scanner_cov_hi": [float("nan")] * 4,
-        "mag_cov_mean": [0.1, 0.05, 0.2, 0.1], "scanner_cov_prob_mean": [0.12, 0.06, 0.1, 0.1], "flip_rate_mean": [0.2, 0.1, 0.3, 0.2], "n_seeds": [1] * 4,
+        "mag_cov_mean": [0.1, 0.05, 0.2, 0.1], "scanner_cov_prob_mean": [0.12, 0.06, 0.1, 0.1], "scanner_share_mean": [2.0, 1.0, 1.5, 0.9], "flip_rate_mean": [0.2, 0.1, 0.3, 0.2], "n_seeds": [1] * 4,
         "scanner_cov_rel_change": [None, -50.0, None, 0.0], "mag_cov_rel_change": [None, -50.0, None, -50.0],
     })
 
@@ -99,6 +99,7 @@ def test_table_layouts_and_markdown():
     assert disp.height == 4 and disp["Use ScanGen"].to_list() == ["No", "Yes", "No", "Yes"]
     assert disp["Scanner CoV ↓"][1] == "0.200 (-50.0%)" and disp["Scanner CoV ↓"][0] == "0.400"
     assert disp["Scanner CoV, prob. ↓"].to_list() == ["0.120", "0.060", "0.100", "0.100"]
+    assert disp["Scanner share ↓"].to_list() == ["2.000", "1.000", "1.500", "0.900"]
     md = tables.to_markdown(tables.origin(disp, True))
     lines = md.splitlines()
     assert lines[0].startswith("| Embedding (simulated data) |") and len(lines) == 2 + 4

@@ -20,6 +20,7 @@ import polars as pl
 
 from scangen import metrics as M
 from scangen.constants import SCANNERS_40X
+from scangen.metrics.scanner_variance import scanner_variance
 from scangen.experiments.cache import RunCache, config_dict, store_fingerprint
 from scangen.metrics import summarize_predictions
 from scangen.store import Bags, load_bags, read_meta
@@ -27,6 +28,8 @@ from scangen.train import TrainConfig, run_experiment
 from scangen.train.config import NON_RESULT_FIELDS, config_hash
 from scangen.train.device import resolve_device
 
+VARIANCE_COLUMNS: tuple[str, ...] = ("scanner_share", "offset_sd", "residual_sd", "between_sd", "median_abs_mean")
+"""Test-logit decomposition fields (`scangen.metrics.scanner_variance`) kept in every run row."""
 KEY_EXCLUDED = NON_RESULT_FIELDS | {"store"}
 """Config fields left out of the cache key: outputs/progress, and the store path (the store's
 content fingerprint is part of the key instead, so a moved store is still recognised)."""
@@ -123,6 +126,8 @@ class ExperimentSession:
         test = predictions.filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == "test")
                                   & (pl.col("magnification") == 40))
         row["scanner_cov_prob"] = M.scanner_cov(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), on="prob")
+        variance = scanner_variance(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), test["scanner"].to_numpy())
+        row.update({k: variance.as_row()[k] for k in VARIANCE_COLUMNS})
         for scanner in SCANNERS_40X:
             row[f"auc_{scanner}"] = s["per_scanner_auc"].get(scanner, float("nan"))
         return row

@@ -17,9 +17,10 @@ import numpy as np
 import polars as pl
 from scipy import stats as sps
 
-METRICS: tuple[str, ...] = ("auc", "scanner_cov", "scanner_cov_prob", "mag_cov", "flip_rate")
+METRICS: tuple[str, ...] = ("auc", "scanner_cov", "scanner_cov_prob", "scanner_share", "mag_cov", "flip_rate")
 BOUNDS: dict[str, tuple[float, float]] = {"auc": (0.0, 1.0), "flip_rate": (0.0, 1.0),
                                           "scanner_cov": (0.0, math.inf), "scanner_cov_prob": (0.0, math.inf),
+                                          "scanner_share": (0.0, math.inf),
                                           "mag_cov": (0.0, math.inf)}
 """Natural range of each metric; interval bounds are clipped to it (few seeds give wide t-intervals)."""
 
@@ -79,7 +80,7 @@ def aggregate_seeds(runs: pl.DataFrame, by: Sequence[str], metrics: Sequence[str
 
 
 def add_relative_change(table: pl.DataFrame, by: Sequence[str], flag: str = "use_scangen",
-                        metrics: Sequence[str] = ("auc", "scanner_cov", "scanner_cov_prob", "mag_cov")) -> pl.DataFrame:
+                        metrics: Sequence[str] = ("auc", "scanner_cov", "scanner_cov_prob", "scanner_share", "mag_cov")) -> pl.DataFrame:
     """Add `<m>_rel_change` (%) of every ScanGen row against the baseline row of the same group.
 
     `table` holds `<m>_mean` columns and a boolean `flag` column; baseline rows get null. A group

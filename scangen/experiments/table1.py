@@ -88,5 +88,8 @@ def table1_json(table: pl.DataFrame, seeds: Sequence[int], extra: dict[str, Any]
     per_fm = baseline_scangen_entries(table, "fm", lambda row: {"real_model": row["real_model"]})
     improved = [fm for fm, e in per_fm.items()
                 if "scangen" in e and e["scangen"]["scanner_cov_mean"] < e["baseline"]["scanner_cov_mean"]]
+    share_down = [fm for fm, e in per_fm.items()
+                  if "scangen" in e and e["scangen"]["scanner_share_mean"] < e["baseline"]["scanner_share_mean"]]
     return {"seeds": list(seeds), "fms": per_fm, "strongest_fm": strongest_fm(table),
-            "n_fms_cov_reduced": len(improved), "fms_cov_reduced": improved, **(extra or {})}
+            "n_fms_cov_reduced": len(improved), "fms_cov_reduced": improved,
+            "n_fms_share_reduced": len(share_down), "fms_share_reduced": share_down, **(extra or {})}
