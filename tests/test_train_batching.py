@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scangen.store.bags import Bags
-from scangen.train.batching import BagTensors, collate, inference_batches
+from scangen.train.batching import BagTensors, collate, inference_batches, same_device
 
 
 def _bags(lengths: list[int], dim: int = 3) -> Bags:
@@ -88,3 +88,31 @@ def test_inference_batches_cover_every_bag_within_budget() -> None:
         assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 100
     with pytest.raises(ValueError, match="patch_budget"):
         inference_batches(lengths, 0)
+
+
+def test_collate_float16_storage_gives_the_same_float32_batch() -> None:
+    bags = _bags([9, 2, 30])
+    half = Bags(slides=bags.slides, features=bags.features.astype(np.float16), offsets=bags.offsets,
+                coords=bags.coords)
+    full_bt, half_bt = (BagTensors.from_bags(b, torch.device("cpu")) for b in (bags, half))
+    for max_patches in (None, 8):
+        x, mask = collate(full_bt, [2, 1, 0], max_patches, torch.Generator().manual_seed(3))
+        xh, maskh = collate(half_bt, [2, 1, 0], max_patches, torch.Generator().manual_seed(3))
+        assert xh.dtype == torch.float32 and torch.equal(x, xh) and torch.equal(mask, maskh)
+        assert torch.all(xh[~maskh] == 0) and mask.sum(dim=1).tolist()[1] == 2
+
+
+def test_collate_without_padding_fills_every_slot() -> None:
+    bt = BagTensors.from_bags(_bags([12, 40]), torch.device("cpu"))
+    x, mask = collate(bt, [0, 1], max_patches=10, generator=torch.Generator().manual_seed(0))
+    assert bool(mask.all()) and torch.all(x[:, :, 2] == 1)  # every slot holds a real patch
+    assert torch.equal(x[:, :, 0], torch.tensor([[0.0] * 10, [1.0] * 10]))
+
+
+def test_same_device_reads_a_missing_index_as_the_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert same_device("cpu", torch.device("cpu"))
+    assert not same_device("cpu", "meta")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert torch.device("cuda") != torch.device("cuda:0")  # why plain == is not enough
+    assert same_device("cuda", "cuda:0") and same_device("cuda:0", torch.device("cuda"))
+    assert not same_device("cuda", "cuda:1") and not same_device("cuda:0", "cpu")

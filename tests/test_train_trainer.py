@@ -21,6 +21,7 @@ from scangen.train import (
     train,
 )
 from scangen.train.batching import BagTensors
+from scangen.train.trainer import make_optimizer
 
 FAST = dict(fm="phikon-sim", max_steps=12, eval_every=4, task_batch_size=8, max_patches_train=16,
             progress=False, num_threads=1)
@@ -113,3 +114,26 @@ def test_baseline_has_no_scangen_loss_and_bad_validation_is_reported(tiny_bags: 
     bad = Bags(slides=one_class, features=tiny_bags.features, offsets=tiny_bags.offsets, coords=tiny_bags.coords)
     with pytest.raises(ValueError, match="single EGFR class"):
         train(TrainConfig(**FAST), bad)
+
+
+def test_optimizer_is_fused_on_cpu_and_runs_repeat_bit_identically(tiny_bags: Bags) -> None:
+    cfg = TrainConfig(**FAST)
+    model = torch.nn.Linear(3, 1)
+    assert make_optimizer(model, cfg, torch.device("cpu")).defaults["fused"] is True
+    a, b = train(cfg, tiny_bags), train(cfg, tiny_bags)
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+
+
+def test_result_reports_scangen_specimens_left_out(tiny_bags: Bags) -> None:
+    """A ScanGen specimen left with a single scan cannot form an attraction pair: it is counted."""
+    cfg = TrainConfig(use_scangen=True, scangen_k=3, **FAST)
+    assert train(TrainConfig(**FAST), tiny_bags).scangen_excluded == 0
+    assert train(cfg, tiny_bags).scangen_excluded == 0  # every specimen has all its scans
+    slides = assign_splits(tiny_bags.slides, cfg).with_row_index("_pos")
+    pool = slides.filter((pl.col("split") == "scangen_train") & (pl.col("magnification") == 40))
+    victim = pool["specimen_id"].sort()[0]
+    drop = pool.filter(pl.col("specimen_id") == victim)["_pos"].to_numpy()[1:]
+    assert drop.size >= 1
+    keep = np.setdiff1d(np.arange(len(tiny_bags)), drop)
+    assert train(cfg, tiny_bags.select(keep)).scangen_excluded == 1

@@ -75,9 +75,14 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
 
 
 def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
-    """Mean over real patches: (B, N, H), (B, N) -> (B, H)."""
+    """Mean over real patches: (B, N, H), (B, N) -> (B, H).
+
+    When no bag is padded (training batches of subsampled patches usually are not) the zeroing of
+    padded rows, and its backward pass, is skipped: the sum is the same.
+    """
     acc = torch.promote_types(h.dtype, torch.float32)  # half precision would round counts (1001 -> 1000)
-    total = zero_padding(h, mask).sum(dim=1, dtype=acc)
+    real = h if bool(mask.all()) else zero_padding(h, mask)
+    total = real.sum(dim=1, dtype=acc)
     return (total / mask.sum(dim=1, keepdim=True).to(acc)).to(h.dtype)
 
 

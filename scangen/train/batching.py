@@ -45,7 +45,7 @@ class BagTensors:
         return int(self.lengths.shape[0])
 
     @classmethod
-    def from_bags(cls, bags: Bags, device: torch.device) -> "BagTensors":
+    def from_bags(cls, bags: Bags, device: torch.device) -> BagTensors:
         """Move `bags` to `device` once (CPU: zero-copy view of the numpy arrays).
 
         On an accelerator the features stay on the host (pinned) when they exceed
@@ -71,6 +71,42 @@ class BagTensors:
         )
 
 
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """True when `a` and `b` name the same device.
+
+    `torch.device` equality compares the written index, so "cuda" != "cuda:0" although a tensor
+    created on "cuda" lives on "cuda:0" (the current device). An index-less device is read as the
+    current one of its type; CPU has a single device whatever the index.
+    """
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.index == b.index or a.type == "cpu":
+        return True
+    current = torch.cuda.current_device() if a.type == "cuda" else 0
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def _patch_columns(
+    lengths: Tensor, max_patches: int | None, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, int]:
+    """Per bag, the patch positions to keep (B, n_max), how many are real (B,) and n_max.
+
+    Bags longer than `max_patches` keep a uniform random subset (random keys + top-k per row);
+    shorter bags keep every patch. Positions past a bag's `kept` count are padding (arbitrary).
+    """
+    device = lengths.device
+    l_max = int(lengths.max())
+    n_max = l_max if max_patches is None else min(l_max, int(max_patches))
+    cols = torch.arange(l_max, device=device)
+    if n_max == l_max:
+        return cols[None, :].expand(lengths.numel(), l_max), lengths, n_max
+    keys = torch.rand((lengths.numel(), l_max), generator=generator, device=device)
+    keys = keys.masked_fill(cols[None, :] >= lengths[:, None], 2.0)
+    local = torch.topk(keys, n_max, dim=1, largest=False, sorted=True).indices
+    return local, torch.clamp(lengths, max=n_max), n_max
+
+
 def collate(
     bt: BagTensors,
     indices: Tensor | np.ndarray,
@@ -80,7 +116,9 @@ def collate(
     """Padded batch of bags `indices`: x (B, N, D) float32 on `bt.device`, mask (B, N) bool.
 
     With `max_patches`, bags longer than it keep a uniform random subset drawn with `generator`
-    (which must live on `bt.storage`); padded rows of x are zero.
+    (which must live on `bt.storage`); padded rows of x are zero. The rows are gathered with one
+    `index_select` into a contiguous block and converted to float32 once (on the compute device
+    when the features stay on the host); zeroing runs only when some bag is padded.
     """
     idx = torch.as_tensor(indices, dtype=torch.int64, device=bt.storage).reshape(-1)
     if idx.numel() == 0:
@@ -89,24 +127,18 @@ def collate(
         raise IndexError(f"indices: bag indices out of range for {len(bt)} bags")
     if max_patches is not None and max_patches < 1:
         raise ValueError(f"max_patches: expected None or a positive integer, got {max_patches}")
-    lengths = bt.lengths[idx]
-    l_max = int(lengths.max())
-    n_max = l_max if max_patches is None else min(l_max, int(max_patches))
-    cols = torch.arange(l_max, device=bt.storage)
-    if n_max < l_max:
-        keys = torch.rand((idx.numel(), l_max), generator=generator, device=bt.storage)
-        keys = keys.masked_fill(cols[None, :] >= lengths[:, None], 2.0)
-        local = torch.topk(keys, n_max, dim=1, largest=False, sorted=True).indices
-        kept = torch.clamp(lengths, max=n_max)
-    else:
-        local = cols[None, :].expand(idx.numel(), l_max)
-        kept = lengths
+    local, kept, n_max = _patch_columns(bt.lengths[idx], max_patches, generator)
     mask = torch.arange(n_max, device=bt.storage)[None, :] < kept[:, None]
-    rows = torch.where(mask, bt.offsets[idx][:, None] + local, torch.zeros((), dtype=torch.int64, device=bt.storage))
-    x = bt.features[rows.reshape(-1)].reshape(idx.numel(), n_max, bt.dim)
+    padded = bool((kept < n_max).any())
+    rows = bt.offsets[idx][:, None] + local
+    if padded:  # padding slots read row 0 (always present), zeroed below
+        rows = rows.masked_fill(~mask, 0)
+    x = bt.features.index_select(0, rows.reshape(-1))
     x = x.to(bt.device, dtype=torch.float32, non_blocking=True)
     mask = mask.to(bt.device, non_blocking=True)
-    return x.masked_fill_(~mask[..., None], 0.0), mask
+    if padded:  # writes the padded rows only
+        x.index_fill_(0, torch.nonzero(~mask.reshape(-1)).squeeze(1), 0.0)
+    return x.view(idx.numel(), n_max, bt.dim), mask
 
 
 def inference_batches(lengths: np.ndarray, patch_budget: int) -> list[np.ndarray]:

@@ -6,8 +6,9 @@ random patches each, padded) and, with ScanGen on, an independent batch of K spe
     L = model.task_loss(x, mask, y) + lambda * scangen_loss(z, specimen, scanner, alpha, m)
 with z = phi of slide-mean embeddings ("slide"), of random patches ("patch"), or the masked mean
 of phi over `max_patches_train` random patches per WSI ("bag", GAP's bag embedding); see
-`scangen_embeddings`. AdamW; every `eval_every` steps the validation split (multiscanner "val", 40x WSIs, all patches) is predicted and
-the best model by `select_metric` is kept; training stops after `patience` evaluations without
+`scangen_embeddings`. AdamW (fused kernel on CPU/CUDA, `make_optimizer`); every `eval_every` steps
+the validation split (multiscanner "val", 40x WSIs, all patches) is predicted and the best model by
+`select_metric` is kept; training stops after `patience` evaluations without
 improvement. Random state is private to the run (numpy Generator, torch generators, forked global
 torch RNG), so the same config gives bit-identical CPU results.
 """
@@ -15,6 +16,7 @@ torch RNG), so the same config gives bit-identical CPU results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 import torch
@@ -25,7 +27,7 @@ from scangen.metrics import roc_auc, scanner_cov, scanner_cov_per_specimen
 from scangen.models import MILModel, build_model
 from scangen.splits import TASK_SPLIT, specimen_splits
 from scangen.store.bags import Bags
-from scangen.train.batching import BagTensors, collate
+from scangen.train.batching import BagTensors, collate, same_device
 from scangen.train.config import TrainConfig
 from scangen.train.device import (
     amp_dtype,
@@ -51,6 +53,19 @@ class TrainResult:
     best_step: int
     device: torch.device
     amp: torch.dtype | None
+    scangen_excluded: int = 0
+    """Specimens of the ScanGen pool left out for having fewer than two eligible scans (0 without ScanGen)."""
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over `model`'s parameters, with torch's fused kernel on CPU and CUDA.
+
+    The fused step updates every parameter in one element-wise pass instead of ~10 kernel calls
+    per tensor (the step took ~1 ms instead of 2.5-4.5 ms for GAP on uni-sim, 2 CPU threads); it is
+    deterministic and differs from the per-tensor loop only by float rounding.
+    """
+    fused = True if device.type in ("cpu", "cuda") else None
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def assign_splits(slides: pl.DataFrame, config: TrainConfig) -> pl.DataFrame:
@@ -155,7 +170,7 @@ def train(config: TrainConfig, bags: Bags, *, bag_tensors: BagTensors | None = N
     dtype = amp_dtype(device, config.amp)
     slides = assign_splits(bags.slides, config)
     bt = bag_tensors if bag_tensors is not None else BagTensors.from_bags(bags, device)
-    if len(bt) != len(bags) or bt.dim != bags.dim or bt.device != device:
+    if len(bt) != len(bags) or bt.dim != bags.dim or not same_device(bt.device, device):
         raise ValueError(
             f"bag_tensors: expected {len(bags)} bags of D={bags.dim} on {device}, "
             f"got {len(bt)} of D={bt.dim} on {bt.device}"
@@ -178,13 +193,15 @@ def train(config: TrainConfig, bags: Bags, *, bag_tensors: BagTensors | None = N
         model = build_model(bags.dim, config.head, config.hidden_dim, phi_dropout=config.dropout, **config.head_kwargs)
         model.to(device)
         gen_store = torch.Generator(device=bt.storage).manual_seed(config.seed + 1)
-        gen_dev = gen_store if bt.storage == device else torch.Generator(device=device).manual_seed(config.seed + 2)
+        same = same_device(bt.storage, device)
+        gen_dev = gen_store if same else torch.Generator(device=device).manual_seed(config.seed + 2)
         history, best_step, best_state = _loop(
             config, model, bt, slides, task_sampler, sg_sampler, val_pos, device, dtype, gen_store, gen_dev
         )
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, config, slides, bt, pl.DataFrame(history), best_step, device, dtype)
+    excluded = 0 if sg_sampler is None else int(sg_sampler.n_excluded)
+    return TrainResult(model, config, slides, bt, pl.DataFrame(history), best_step, device, dtype, excluded)
 
 
 def _loop(
@@ -201,7 +218,7 @@ def _loop(
     gen_dev: torch.Generator,
 ) -> tuple[list[dict[str, float]], int, dict[str, torch.Tensor]]:
     """The optimisation loop; returns the evaluation history, best step and best state."""
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(model, config, device)
     scaler = make_grad_scaler(device, dtype)
     history: list[dict[str, float]] = []
     best_key: tuple[float, float] | None = None
