@@ -23,6 +23,7 @@ import vl_convert as vlc
 from scangen.atomic import atomic_write_bytes
 
 from scangen.constants import REAL_MODEL_OF, SCANNERS_40X
+from scangen.scan_labels import scanner_label_expr
 
 SCANNER_COLORS = ("#4c78a8", "#9ecae9", "#f58518", "#54a24b", "#e45756", "#b279a2")
 """One colour per 40x scanner (the two Leica Aperio scanners in two blues); 20x scans use grey."""
@@ -54,7 +55,7 @@ def umap_chart(coords: pl.DataFrame, *, simulated: bool, width: int = 170, heigh
     """
     _require(coords, ["fm", "umap_1", "umap_2", "scanner", "magnification", "specimen_id"], "UMAP coordinates")
     data = _clean(coords).with_columns(
-        pl.when(pl.col("magnification") == 20).then(pl.col("scanner") + "@20x").otherwise(pl.col("scanner")).alias("scan")
+        scanner_label_expr().alias("scan")
     )
     scans = [*SCANNERS_40X, "GT450@20x"]
     scan_scale = alt.Scale(domain=scans, range=[*SCANNER_COLORS, "#7f7f7f"])

@@ -31,6 +31,8 @@ class MILModel(nn.Module):
     def embed(self, x: Tensor, mask: Tensor) -> Tensor:
         """(B, N, D) padded bags -> (B, N, H) with phi applied to real patches and zeros elsewhere."""
         validate_bags(x, mask, self.phi.in_dim)
+        if bool(mask.all()):  # no padding (usual for subsampled training batches): skip gather and scatter
+            return self.phi(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1], -1)
         z = self.phi(x[mask])  # (n_real, H), row-major order of the mask
         h = z.new_zeros((x.shape[0], x.shape[1], z.shape[-1]))
         h[mask] = z

@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from scangen.losses import scangen_loss
-from scangen.metrics import roc_auc, scanner_cov, scanner_cov_per_specimen
+from scangen.metrics import roc_auc, scanner_cov
+from scangen.metrics.scanner_variance import scanner_variance
 from scangen.models import MILModel, build_model
 from scangen.splits import TASK_SPLIT, specimen_splits
 from scangen.store.bags import Bags
@@ -143,16 +144,8 @@ def _validation(
         "val_loss": _bce(logits, y),
         "val_cov": scanner_cov(logits, rows["specimen_id"].to_numpy()),
         "val_pcov": scanner_cov(logits, rows["specimen_id"].to_numpy(), on="prob"),
-        "val_share": _scanner_share(logits, rows["specimen_id"].to_numpy()),
+        "val_share": scanner_variance(logits, rows["specimen_id"].to_numpy(), rows["scanner"].to_numpy()).scanner_share,
     }
-
-
-def _scanner_share(logits: np.ndarray, specimen: np.ndarray) -> float:
-    """mean_s std_c(l) / std_s(mean_c l): scanner spread relative to the spread between specimens;
-    unchanged when all logits are scaled and not blown up by specimens with mean logit near 0."""
-    table = scanner_cov_per_specimen(logits, specimen)
-    between = float(table["mean"].std(ddof=0))
-    return float(table["std"].mean()) / max(between, 1e-12)
 
 
 def _task_pool(slides: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
