@@ -1,4 +1,5 @@
-"""AUC vs scikit-learn, specimen bootstrap CIs, Youden threshold, flip rate, summary."""
+"""AUC vs scikit-learn, specimen bootstrap CIs, specimen permutation p-value, Youden threshold, flip rate,
+summary."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from scangen.metrics import (
     summarize_predictions,
     youden_threshold,
 )
+from scangen.metrics.classification import specimen_permutation_pvalue
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -123,3 +125,46 @@ def test_bootstrap_on_too_few_specimens_gives_nan_bounds_and_counts() -> None:
     ci = bootstrap_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], ["a", "a", "b", "b"], n_boot=100, seed=0)
     assert ci.estimate == 1.0 and np.isnan(ci.low) and np.isnan(ci.high)
     assert 30 < ci.n_skipped < 70  # about half the resamples draw one specimen twice
+
+
+def _scans(y_spec: list[int], n_scan: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Scan-level labels and specimen ids: every specimen scanned `n_scan` times."""
+    y = np.repeat(np.asarray(y_spec), n_scan)
+    specimen = np.repeat(np.array([f"s{i:02d}" for i in range(len(y_spec))]), n_scan)
+    return y, specimen
+
+
+def test_permutation_pvalue_enumerates_specimen_assignments() -> None:
+    # 7 specimens, 3 positive, 3 scans each: C(7, 3) = 35 assignments; a perfect ranking is the only
+    # assignment reaching AUC 1, so p = 1/35 (and not 1/C(21, 9) as if scans were independent).
+    y, specimen = _scans([0, 0, 0, 0, 1, 1, 1])
+    score = y * 2.0 + np.tile([0.0, 0.1, 0.2], 7)
+    assert specimen_permutation_pvalue(y, score, specimen) == pytest.approx(1 / 35)
+    assert specimen_permutation_pvalue(y, np.ones_like(score), specimen) == 1.0  # all AUCs 0.5
+    assert specimen_permutation_pvalue(y, -score, specimen) == 1.0  # worst ranking: every AUC >= it
+
+
+def test_permutation_pvalue_samples_when_assignments_exceed_the_cap() -> None:
+    # 16 specimens, 8 positive: C(16, 8) = 12870 > 2000, so 2000 seeded permutations are drawn and
+    # a perfect ranking gives p = (1 + hits) / 2001 with hits ~ 2000 / 12870 expected.
+    y, specimen = _scans([0] * 8 + [1] * 8)
+    score = y + np.linspace(0.0, 0.5, y.size)
+    p = specimen_permutation_pvalue(y, score, specimen, seed=0)
+    assert 1 / 2001 <= p <= 3 / 2001
+    assert p == specimen_permutation_pvalue(y, score, specimen, seed=0)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=y.size)
+    p_noise = specimen_permutation_pvalue(y, noise, specimen, max_assignments=500, seed=1)
+    assert 0.05 < p_noise <= 1.0
+
+
+def test_permutation_pvalue_errors() -> None:
+    y, specimen = _scans([0, 1, 1])
+    with pytest.raises(ValueError, match="one EGFR label"):
+        specimen_permutation_pvalue([0, 1], [0.1, 0.2], ["a", "a"])
+    with pytest.raises(ValueError, match="both classes"):
+        specimen_permutation_pvalue([1, 1], [0.1, 0.2], ["a", "b"])
+    with pytest.raises(ValueError, match="specimen"):
+        specimen_permutation_pvalue(y, np.zeros(y.size), specimen[:-1])
+    with pytest.raises(ValueError, match="max_assignments"):
+        specimen_permutation_pvalue(y, np.zeros(y.size), specimen, max_assignments=0)

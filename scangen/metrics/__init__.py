@@ -7,6 +7,7 @@ from scangen.metrics.classification import (
     flip_rate,
     per_group_auc,
     roc_auc,
+    specimen_permutation_pvalue,
     youden_threshold,
 )
 from scangen.metrics.cov import (
@@ -29,6 +30,7 @@ __all__ = [
     "roc_auc",
     "scanner_cov",
     "scanner_cov_per_specimen",
+    "specimen_permutation_pvalue",
     "summarize_predictions",
     "youden_threshold",
 ]

@@ -1,5 +1,5 @@
-"""EGFR classification metrics: ROC AUC, specimen-bootstrap confidence intervals, Youden threshold
-and the cross-scanner flip rate.
+"""EGFR classification metrics: ROC AUC, specimen-bootstrap confidence intervals, a specimen-level
+permutation test of the AUC, Youden threshold and the cross-scanner flip rate.
 
 The AUC is the Mann-Whitney statistic (ties count one half). Bootstrap resamples *specimens* with
 replacement and keeps all WSIs of a drawn specimen, so scans of one specimen never count as
@@ -9,6 +9,8 @@ weighted AUC is computed for all resamples at once from a single sort of the sco
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -109,6 +111,77 @@ def bootstrap_auc(
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(aucs[ok], [tail, 1.0 - tail])
     return BootstrapCI(estimate, float(low), float(high), level, n_boot, n_skipped)
+
+
+def _specimen_labels(yy: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each scan's specimen, one 0/1 label per specimen); raises if a specimen's scans disagree."""
+    ids, inverse = np.unique(g, return_inverse=True)
+    pos = np.bincount(inverse, weights=yy, minlength=ids.size)
+    n = np.bincount(inverse, minlength=ids.size)
+    mixed = ids[(pos > 0) & (pos < n)]
+    if mixed.size:
+        raise ValueError(f"y: a specimen has one EGFR label, specimens {mixed[:5].tolist()} have both")
+    return inverse, (pos > 0).astype(np.float64)
+
+
+def _label_assignments(labels: np.ndarray, max_assignments: int, seed: int) -> tuple[np.ndarray, bool]:
+    """Specimen label vectors to test, (R, n_specimens), and whether they enumerate all C(n, k).
+
+    All C(n, k) ways to choose the k positive specimens when there are at most `max_assignments`,
+    else `max_assignments` seeded random permutations of `labels`.
+    """
+    n, k = labels.size, int(labels.sum())
+    if math.comb(n, k) <= max_assignments:
+        out = np.zeros((math.comb(n, k), n))
+        for r, chosen in enumerate(itertools.combinations(range(n), k)):
+            out[r, list(chosen)] = 1.0
+        return out, True
+    rng = np.random.default_rng(seed)
+    return np.stack([labels[rng.permutation(n)] for _ in range(max_assignments)]), False
+
+
+def specimen_permutation_pvalue(
+    y: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    specimen: Sequence[str] | np.ndarray,
+    max_assignments: int = 2000,
+    seed: int = 0,
+) -> float:
+    """One-sided p-value of the scan-level AUC under permutation of EGFR labels among specimens.
+
+    Scans of one specimen are not independent, so labels are exchanged between *specimens*: every
+    scan keeps its specimen's (permuted) label and the AUC over all scans is recomputed. With n
+    specimens of which k are positive, all C(n, k) assignments are enumerated when there are at
+    most `max_assignments` (p = share with AUC >= observed; the observed assignment is one of
+    them); otherwise `max_assignments` permutations seeded by `seed` are drawn and
+    p = (1 + #{AUC >= observed}) / (max_assignments + 1). The smallest attainable p is therefore
+    1 / C(n, k) or 1 / (max_assignments + 1). AUC uses mid-ranks (ties count one half).
+    """
+    yy, ss = _check_binary(y, scores)
+    g = np.asarray(specimen).astype(str).reshape(-1)
+    if g.shape[0] != yy.shape[0]:
+        raise ValueError(f"specimen: expected {yy.shape[0]} entries, got {g.shape[0]}")
+    if int(max_assignments) < 1:
+        raise ValueError(f"max_assignments: expected a positive integer, got {max_assignments}")
+    inverse, labels = _specimen_labels(yy, g)
+    if labels.min() == labels.max():
+        raise ValueError("y: a permutation test needs specimens of both classes")
+    assignments, exact = _label_assignments(labels, int(max_assignments), seed)
+    ranks = _midranks(ss)
+    scan_labels = np.vstack([labels[None, :], assignments])[:, inverse]  # (1 + R, n_scans)
+    n1 = scan_labels.sum(axis=1)
+    n0 = scan_labels.shape[1] - n1
+    aucs = (scan_labels @ ranks - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+    observed, rest = aucs[0], aucs[1:]
+    hits = int(np.sum(rest >= observed - 1e-12))
+    return hits / rest.size if exact else (1 + hits) / (rest.size + 1)
+
+
+def _midranks(score: np.ndarray) -> np.ndarray:
+    """1-based ranks of `score` with tied values sharing their mean rank."""
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    return ((upper - counts + 1 + upper) / 2.0)[inverse]
 
 
 def youden_threshold(y: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray) -> float:
