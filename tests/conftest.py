@@ -32,3 +32,19 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pset, _ = plan("smoke", layout)
     report = run("smoke", layout, log=lambda _msg: None)
     return {"layout": layout, "report": report, "pset": pset, "results": layout.results_dir("smoke")}
+
+
+QUICK_FM = "hoptimus0-sim"
+"""The FM of the quick-cohort training tests: the one Table 2 of the paper uses."""
+
+
+@pytest.fixture(scope="session")
+def quick_bags(tmp_path_factory: pytest.TempPathFactory):
+    """Bags of the quick simulated cohort (seed 0, QUICK_FM only, no registered tiles), built once per
+    session: the smallest prepared cohort whose task cohort carries a learnable EGFR signal."""
+    from scangen.simulate import simulate_cohort
+    from scangen.store import load_bags
+
+    store = simulate_cohort(tmp_path_factory.mktemp("quick"), size="quick", seed=0, models=[QUICK_FM],
+                            registered_tiles=False)
+    return load_bags(store, QUICK_FM)

@@ -18,23 +18,15 @@ What is asserted, and what is not:
 from __future__ import annotations
 
 import polars as pl
-import pytest
 
 from scangen.metrics import summarize_predictions
 from scangen.metrics.scanner_variance import ScannerVariance, scanner_variance
-from scangen.store import Bags, load_bags
+from scangen.store import Bags
 from scangen.train import TrainConfig, run_experiment
 
-FM = "hoptimus0-sim"
+
+FM = "hoptimus0-sim"  # the quick_bags fixture (tests/conftest.py) holds this FM only
 QUICK_TRAIN = dict(max_steps=150, eval_every=25, patience=4, max_patches_train=32)  # params/quick.yml
-
-
-@pytest.fixture(scope="module")
-def quick_bags(tmp_path_factory: pytest.TempPathFactory) -> Bags:
-    from scangen.simulate import simulate_cohort
-
-    store = simulate_cohort(tmp_path_factory.mktemp("quick"), size="quick", seed=0, models=[FM], registered_tiles=False)
-    return load_bags(store, FM)
 
 
 def _test_variance(pred: pl.DataFrame) -> ScannerVariance:

@@ -32,19 +32,6 @@ def tiny_bags(tiny_store: Path) -> Bags:
     return load_bags(tiny_store, "phikon-sim")
 
 
-@pytest.fixture(scope="module")
-def signal_bags(tmp_path_factory: pytest.TempPathFactory) -> Bags:
-    """A small simulated cohort with a strong EGFR effect (the tiny cohort's validation split holds
-    two specimens, too few to tell a learning head from chance)."""
-    from scangen.simulate import SimConfig, simulate_cohort
-
-    cfg = SimConfig.from_size("tiny", n_task_slides=64, n_ms_specimens=16,
-                              egfr_composition_effect=3.0, egfr_morphology_effect=3.0)
-    store = simulate_cohort(tmp_path_factory.mktemp("signal"), seed=0, models=["phikon-sim"],
-                            registered_tiles=False, config=cfg)
-    return load_bags(store, "phikon-sim")
-
-
 def test_two_runs_give_identical_predictions(tiny_bags: Bags) -> None:
     cfg = TrainConfig(use_scangen=True, **FAST)
     a = run_experiment(cfg, tiny_bags)
@@ -83,15 +70,6 @@ def test_checkpoint_round_trip_with_weights_only(tiny_bags: Bags, tmp_path: Path
     assert np.array_equal(predict_logits(model, bt, pos), predict_logits(result.model, bt, pos))
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
-
-
-@pytest.mark.parametrize("head", ["gap", "abmil", "dsmil", "slotmil"])
-def test_each_head_beats_chance_on_validation(signal_bags: Bags, head: str) -> None:
-    cfg = TrainConfig(head=head, lr=1e-3, **{**FAST, "max_steps": 20, "eval_every": 10, "task_batch_size": 16})
-    result = train(cfg, signal_bags)
-    best = result.history.filter(pl.col("step") == result.best_step)
-    assert best["val_auc"][0] > 0.7
-    assert result.history["task_loss"][-1] < result.history["task_loss"][0] or result.best_step == 10
 
 
 @pytest.mark.parametrize("level, with_20x", [("slide", False), ("patch", True), ("bag", False)])
