@@ -89,11 +89,12 @@ def mil_display(table: pl.DataFrame, labels: dict[str, str]) -> pl.DataFrame:
 
 
 def ablation_display(by_size: pl.DataFrame) -> pl.DataFrame:
-    """Per subset size: number of subsets and CoV gain (mean, sd, range) in percent."""
+    """Per subset size: number of subsets, CoV gain (mean, sd, range) and mean scanner-share gain, in percent."""
     return pl.DataFrame([
         {"Scanners in ScanGen": str(r["size"]), "Subsets": str(r["n_subsets"]),
          "Mean CoV gain (%)": fmt(r["gain_mean"], 1), "SD (%)": fmt(r["gain_sd"], 1),
-         "Range (%)": f"{fmt(r['gain_min'], 1)} to {fmt(r['gain_max'], 1)}"}
+         "Range (%)": f"{fmt(r['gain_min'], 1)} to {fmt(r['gain_max'], 1)}",
+         **({"Mean share gain (%)": fmt(r["share_gain_mean"], 1)} if "share_gain_mean" in r else {})}
         for r in by_size.iter_rows(named=True)
     ])
 

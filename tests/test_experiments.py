@@ -84,6 +84,9 @@ def test_best_worst_ties_break_by_name():
 def test_gain_by_size():
     t = pl.DataFrame({"size": [2, 2, 3], "gain": [10.0, 30.0, 50.0]})
     g = ab.gain_by_size(t)
+    assert "share_gain_mean" not in g.columns
+    g_share = ab.gain_by_size(t.with_columns(share_gain=pl.Series([5.0, 15.0, -20.0])))
+    assert g_share["share_gain_mean"].to_list() == pytest.approx([10.0, -20.0])
     assert g["size"].to_list() == [2, 3] and g["n_subsets"].to_list() == [2, 1]
     assert g["gain_mean"].to_list() == pytest.approx([20.0, 50.0])
     assert g["gain_min"][0] == 10.0 and g["gain_max"][0] == 30.0

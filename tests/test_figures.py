@@ -94,6 +94,16 @@ def test_number_formatting():
     assert tables.fmt(float("nan")) == "–" and tables.fmt(None) == "–"
 
 
+def test_ablation_display_adds_share_gain_when_present():
+    by_size = pl.DataFrame({"size": [2], "n_subsets": [15], "gain_mean": [-12.5], "gain_sd": [3.0],
+                            "gain_min": [-20.0], "gain_max": [-5.0]})
+    plain = tables.ablation_display(by_size)
+    assert plain.columns == ["Scanners in ScanGen", "Subsets", "Mean CoV gain (%)", "SD (%)", "Range (%)"]
+    assert plain.row(0) == ("2", "15", "-12.5", "3.0", "-20.0 to -5.0")
+    with_share = tables.ablation_display(by_size.with_columns(share_gain_mean=pl.lit(22.4)))
+    assert with_share["Mean share gain (%)"].to_list() == ["22.4"]
+
+
 def test_table_layouts_and_markdown():
     disp = tables.table1_display(_table1())
     assert disp.height == 4 and disp["Use ScanGen"].to_list() == ["No", "Yes", "No", "Yes"]

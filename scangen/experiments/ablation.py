@@ -3,7 +3,9 @@ scanners, each tested on all six scanners of the held-out test split.
 
 For a subset S, the CoV gain over the baseline (no ScanGen) of the same FM and seed is
 `gain(S) = 100 * (CoV_base - CoV_S) / CoV_base` (percent; positive = less scanner bias). Per subset
-size we report mean, sd, min and max gain over subsets (seed-averaged first). For each size in
+size we report mean, sd, min and max gain over subsets (seed-averaged first), and the mean gain in
+the scale-free scanner share (`share_gain`, same formula on `scangen.metrics.scanner_variance`'s
+share), which a few specimens with a mean logit near 0 cannot dominate. For each size in
 `count_sizes` (2..5 as in the paper) the `top_k` subsets with the lowest CoV are "best" and the
 `top_k` with the highest CoV "worst"; we count how often each scanner, and each scanner pair, appears
 in them. Ties in CoV break by the subset's name, so the counts are deterministic.
@@ -80,7 +82,8 @@ def cov_gain(cov: float | np.ndarray, base_cov: float | np.ndarray) -> float | n
 
 
 def gain_by_size(subset_table: pl.DataFrame) -> pl.DataFrame:
-    """Per subset size: n_subsets and mean/sd/min/max of the seed-averaged `gain` column."""
+    """Per subset size: n_subsets and mean/sd/min/max of the seed-averaged `gain` column (plus the
+    mean of `share_gain` as `share_gain_mean` when the table has it)."""
     need = {"size", "gain"}
     if not need <= set(subset_table.columns):
         raise ValueError(f"subset table: missing columns {sorted(need - set(subset_table.columns))}")
@@ -92,6 +95,7 @@ def gain_by_size(subset_table: pl.DataFrame) -> pl.DataFrame:
             pl.col("gain").std(ddof=1).alias("gain_sd"),
             pl.col("gain").min().alias("gain_min"),
             pl.col("gain").max().alias("gain_max"),
+            *([pl.col("share_gain").mean().alias("share_gain_mean")] if "share_gain" in subset_table.columns else []),
         )
         .sort("size")
     )
@@ -156,16 +160,19 @@ def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: 
     sg_cfgs = [session.config(fm=fm, use_scangen=True, scanner_subset=tuple(sub), seed=int(s))
                for sub in subsets for s in seeds]
     runs = session.run_table(base_cfgs + sg_cfgs)
-    base = runs.filter(~pl.col("use_scangen")).select("seed", base_cov="scanner_cov", base_auc="auc")
+    base = runs.filter(~pl.col("use_scangen")).select("seed", base_cov="scanner_cov", base_auc="auc",
+                                                       base_share="scanner_share")
     sg = runs.filter(pl.col("use_scangen")).join(base, on="seed", how="left", maintain_order="left")
     sg = sg.with_columns(
         pl.Series("gain", cov_gain(sg["scanner_cov"].to_numpy(), sg["base_cov"].to_numpy()), dtype=pl.Float64),
+        pl.Series("share_gain", cov_gain(sg["scanner_share"].to_numpy(), sg["base_share"].to_numpy()), dtype=pl.Float64),
         pl.col("scanner_subset").list.join("+").alias("name"),
     )
     table = (
         sg.group_by("name", maintain_order=True)
         .agg(pl.col("scanner_subset").first().alias("subset"), pl.col("n_scanners").first().alias("size"),
-             pl.col("scanner_cov").mean(), pl.col("auc").mean(), pl.col("gain").mean(), pl.len().alias("n_seeds"))
+             pl.col("scanner_cov").mean(), pl.col("auc").mean(), pl.col("gain").mean(),
+             pl.col("scanner_share").mean(), pl.col("share_gain").mean(), pl.len().alias("n_seeds"))
     )
     for code in scanners:
         table = table.with_columns(pl.col("subset").list.contains(code).alias(f"has_{code}"))
@@ -174,7 +181,8 @@ def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: 
         "subsets": table,
         "by_size": gain_by_size(table),
         "best_worst": best_worst(table, count_sizes, top_k),
-        "baseline": {"scanner_cov": float(base["base_cov"].mean()), "auc": float(base["base_auc"].mean())},
+        "baseline": {"scanner_cov": float(base["base_cov"].mean()), "auc": float(base["base_auc"].mean()),
+                     "scanner_share": float(base["base_share"].mean())},
         "n_subsets": len(subsets),
         "n_subsets_possible": len(enumerate_subsets(scanners)),
     }
