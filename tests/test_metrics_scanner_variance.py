@@ -58,12 +58,22 @@ def test_missing_scans_and_row_order() -> None:
     assert a == b
 
 
+def test_rescans_are_averaged_per_scanner() -> None:
+    table = np.array([[0.0, 2.0], [1.0, 3.0], [5.0, 5.0]])
+    once = scanner_variance(*_grid(table))
+    values, spec, scan = _grid(table)
+    # specimen s0 rescanned on c0 at 0.0 +- 1.0: the pair's mean stays 0.0
+    twice = scanner_variance(np.concatenate([values[1:], [-1.0, 1.0]]), np.concatenate([spec[1:], ["s0", "s0"]]),
+                             np.concatenate([scan[1:], ["c0", "c0"]]))
+    assert twice == once
+
+
 def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="equal lengths"):
         scanner_variance([1.0, 2.0], ["a", "a"], ["x"])
-    with pytest.raises(ValueError, match="one scan per pair"):
+    with pytest.raises(ValueError, match="at least two scanners"):
         scanner_variance([1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "b"], ["x", "x", "x", "y"])
-    with pytest.raises(ValueError, match="at least two scans"):
+    with pytest.raises(ValueError, match="at least two scanners"):
         scanner_variance([1.0, 2.0, 3.0], ["a", "a", "b"], ["x", "y", "x"])
     with pytest.raises(ValueError, match="at least two specimens"):
         scanner_variance([1.0, 2.0], ["a", "a"], ["x", "y"])

@@ -59,9 +59,10 @@ def scanner_variance(
 ) -> ScannerVariance:
     """Decompose one value per scan (logits, or probabilities with `on="prob"`) by specimen and scanner.
 
-    Specimens may miss some scanners (offsets and residuals use the scans present). Raises ValueError
-    when lengths differ, a (specimen, scanner) pair repeats, a specimen has fewer than two scans, or
-    fewer than two specimens are given.
+    Specimens may miss some scanners (offsets and residuals use the scans present). Repeated scans of
+    one specimen on one scanner (rescans) are averaged first, so each scanner counts once per
+    specimen. Raises ValueError when lengths differ, a specimen has scans on fewer than two scanners,
+    or fewer than two specimens are given.
     """
     vals = _as_values(values, on)
     spec = np.asarray(specimen).astype(str).reshape(-1)
@@ -70,15 +71,17 @@ def scanner_variance(
         raise ValueError(
             f"values, specimen and scanner: expected equal lengths, got {vals.shape[0]}, {spec.shape[0]}, {scan.shape[0]}"
         )
-    frame = pl.DataFrame({"specimen": spec, "scanner": scan, "v": vals}).sort(["specimen", "scanner"])  # order-free sums
-    dup = frame.group_by(["specimen", "scanner"]).len().filter(pl.col("len") > 1)
-    if dup.height:
-        raise ValueError(f"specimen/scanner: expected one scan per pair, {dup.height} pairs repeat (e.g. {dup.row(0)[:2]})")
+    frame = (
+        pl.DataFrame({"specimen": spec, "scanner": scan, "v": vals})
+        .sort(["specimen", "scanner", "v"])  # a fixed order makes every sum below order-free
+        .group_by(["specimen", "scanner"], maintain_order=True).agg(pl.col("v").mean())
+    )
     per_spec = frame.group_by("specimen").agg(pl.len().alias("n"), pl.col("v").mean().alias("m"),
                                               pl.col("v").std(ddof=0).alias("sd")).sort("specimen")
     few = per_spec.filter(pl.col("n") < 2)
     if few.height:
-        raise ValueError(f"specimen: expected at least two scans per specimen, {few.height} have one (e.g. {few['specimen'][0]!r})")
+        raise ValueError(f"specimen: expected scans on at least two scanners per specimen, {few.height} have one "
+                         f"(e.g. {few['specimen'][0]!r})")
     if per_spec.height < 2:
         raise ValueError(f"specimen: expected at least two specimens, got {per_spec.height}")
     dev = frame.join(per_spec.select("specimen", "m"), on="specimen", maintain_order="left").with_columns((pl.col("v") - pl.col("m")).alias("d"))
