@@ -51,7 +51,7 @@ def sweep_configs(session: ExperimentSession, fm: str, grid: dict[str, Sequence[
 
 def _val_metrics(pred: pl.DataFrame) -> dict[str, float]:
     """Validation AUC and scanner CoV (40x multiscanner WSIs of the val split)."""
-    val = pred.filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == "val") & (pl.col("magnification") == 40))
+    val = M.evaluation_rows(pred, "val")
     logit = val["logit"].to_numpy().astype(np.float64)
     spec = val["specimen_id"].to_numpy()
     return {"val_auc": M.roc_auc(val["egfr"].to_numpy(), logit), "val_scanner_cov": M.scanner_cov(logit, spec)}

@@ -123,8 +123,7 @@ class ExperimentSession:
         for k in ("auc", "auc_ci_low", "auc_ci_high", "scanner_cov", "mag_cov", "flip_rate", "threshold",
                   "n_near_zero", "n_near_zero_mag", "n_specimens", "n_slides", "ci_note"):
             row[k] = s[k]
-        test = predictions.filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == "test")
-                                  & (pl.col("magnification") == 40))
+        test = M.evaluation_rows(predictions, "test")
         row["scanner_cov_prob"] = M.scanner_cov(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), on="prob")
         variance = scanner_variance(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), test["scanner"].to_numpy())
         row.update({k: variance.as_row()[k] for k in VARIANCE_COLUMNS})

@@ -17,12 +17,13 @@ from scangen.metrics.cov import (
     scanner_cov,
     scanner_cov_per_specimen,
 )
-from scangen.metrics.summary import summarize_predictions
+from scangen.metrics.summary import evaluation_rows, summarize_predictions
 
 __all__ = [
     "BootstrapCI",
     "NEAR_ZERO_TOL",
     "bootstrap_auc",
+    "evaluation_rows",
     "flip_rate",
     "magnification_cov",
     "magnification_pairs",

@@ -28,8 +28,8 @@ from scangen.metrics.cov import (
 REQUIRED_COLUMNS = ("slide_id", "specimen_id", "scanner", "magnification", "cohort", "split", "egfr", "logit")
 
 
-def _rows(pred: pl.DataFrame, split: str, magnification: int | None = 40) -> pl.DataFrame:
-    """Multiscanner rows of one split (and magnification when given)."""
+def evaluation_rows(pred: pl.DataFrame, split: str, magnification: int | None = 40) -> pl.DataFrame:
+    """Multiscanner rows of one split of a predictions table (and of one magnification when given)."""
     sel = (pl.col("cohort") == "multiscanner") & (pl.col("split") == split)
     if magnification is not None:
         sel = sel & (pl.col("magnification") == magnification)
@@ -60,7 +60,7 @@ def summarize_predictions(
     missing = [c for c in REQUIRED_COLUMNS + (value,) if c not in pred.columns]
     if missing:
         raise ValueError(f"predictions: missing columns {missing}")
-    rows = _rows(pred, split)
+    rows = evaluation_rows(pred, split)
     if rows.height == 0:
         raise ValueError(f"predictions: no 40x multiscanner rows in split {split!r}")
     y = rows["egfr"].to_numpy()
@@ -69,7 +69,7 @@ def summarize_predictions(
     ci = bootstrap_auc(y, score, spec, n_boot=n_boot, level=level, seed=seed)
     cov_table = scanner_cov_per_specimen(score, spec, eps=eps, on=on)
 
-    mag_rows = _rows(pred, split, magnification=None)
+    mag_rows = evaluation_rows(pred, split, magnification=None)
     if (mag_rows["magnification"] == 20).any():
         mag_table = magnification_cov_per_specimen(mag_rows, eps=eps, on=on, value=value)
         mag_cov, n_near_zero_mag = float(mag_table["cov"].mean()), int(mag_table["near_zero"].sum())
@@ -77,7 +77,7 @@ def summarize_predictions(
         mag_cov, n_near_zero_mag = float("nan"), 0
 
     if threshold is None:
-        val = _rows(pred, val_split)
+        val = evaluation_rows(pred, val_split)
         if val.height == 0:
             raise ValueError(f"predictions: no 40x multiscanner rows in split {val_split!r} to choose a threshold on")
         threshold = youden_threshold(val["egfr"].to_numpy(), val[value].to_numpy())

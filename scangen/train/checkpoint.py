@@ -6,14 +6,13 @@ Layout: {"format": 1, "config": TrainConfig.to_dict(), "in_dim": D, "state_dict"
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from scangen.models import MILModel, build_model
-from scangen.atomic import atomic_open
+from scangen.atomic import atomic_write_with
 from scangen.train.config import TrainConfig, config_hash
 
 FORMAT_VERSION = 1
@@ -29,11 +28,7 @@ def save_checkpoint(path: str | Path, model: MILModel, config: TrainConfig, info
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "info": dict(info or {}),
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_open(Path(path)) as handle:
-        handle.write(buffer.getvalue())
-    return Path(path)
+    return atomic_write_with(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MILModel, TrainConfig]:

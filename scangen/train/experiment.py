@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from scangen.store import Bags, load_bags, read_meta
-from scangen.atomic import atomic_open
+from scangen.atomic import atomic_write_with
 from scangen.train.checkpoint import save_checkpoint
 from scangen.train.config import TrainConfig, config_hash
 from scangen.train.device import cpu_threads
@@ -70,11 +69,7 @@ def prediction_table(result: TrainResult, include_task: bool = False) -> pl.Data
 
 def write_parquet_atomic(table: pl.DataFrame, path: str | Path) -> Path:
     """Write `table` to `path` via a temporary file and os.replace."""
-    buffer = io.BytesIO()
-    table.write_parquet(buffer)
-    with atomic_open(Path(path)) as handle:
-        handle.write(buffer.getvalue())
-    return Path(path)
+    return atomic_write_with(Path(path), table.write_parquet)
 
 
 def run_experiment(config: TrainConfig, bags: Bags | None = None) -> pl.DataFrame:
