@@ -5,12 +5,13 @@ Synthetic mode (default): python benchmarks/bench_models.py [--dim 1536] [--batc
 batch) and the ratio to GAP on the same device (CUDA when present), and the ScanGen loss cost.
 
 Store mode: python benchmarks/bench_models.py --store DIR --fm hoptimus0-sim [--train-steps 20]
-[--warm-steps 5] [--threads N] [--device auto]. Trains every head with `scangen.train.train` and
-the trainer's default settings (batch, patches per bag, optimiser), ScanGen off, the same for all
+[--warm-steps 5] [--threads N] [--device auto] [--repeats 1]. Trains every head with
+`scangen.train.train` and the trainer's default settings (batch, patches per bag, optimiser), ScanGen off, the same for all
 heads, early stopping unreachable (one validation, at the last step). Each head runs twice, for
 `warm-steps` and for `warm-steps + train-steps` steps; the difference of the two wall times divided by
 `train-steps` is the training time per step, so setup, warm-up and the single validation pass cancel
-(a discarded GAP run first absorbs one-time start-up costs)
+(a discarded GAP run first absorbs one-time start-up costs; with --repeats N each run is timed N times
+and the fastest kept, which a GPU needs: use --repeats 3 and a few hundred train steps there)
 (validation is excluded from s/step; its cost is printed separately as one pass over the validation
 WSIs). Patches/s counts the patches fed to the head (after the per-bag cap, before SlotMIL's
 subsampling), replayed exactly from the trainer's task sampler. The machine load (os.getloadavg) is
@@ -120,11 +121,20 @@ def timed_train(bags: Bags, bt: BagTensors, config: TrainConfig):
 
 
 def time_head_on_store(head: str, bags: Bags, bt: BagTensors, args: argparse.Namespace) -> dict[str, float]:
-    """Training s/step and patches/s of `head` (difference of two runs) and one validation pass."""
+    """Training s/step and patches/s of `head` and one validation pass.
+
+    s/step is the difference of a long and a short run over their extra steps, so set-up, the one
+    validation and the prediction cancel. Each run is timed `args.repeats` times and the fastest
+    kept: on a GPU a step takes milliseconds and one slow start would otherwise swamp the difference.
+    """
     short = store_config(args.fm, head, args.warm_steps, args)
     long = short.replace(max_steps=args.warm_steps + args.train_steps, eval_every=args.warm_steps + args.train_steps)
-    t_short, _ = timed_train(bags, bt, short)
-    t_long, result = timed_train(bags, bt, long)
+    t_short = min(timed_train(bags, bt, short)[0] for _ in range(args.repeats))
+    runs = [timed_train(bags, bt, long) for _ in range(args.repeats)]
+    t_long, result = min(runs, key=lambda run: run[0])
+    if t_long <= t_short:
+        raise SystemExit(f"{head}: the {long.max_steps}-step run was not slower than the {short.max_steps}-step "
+                         "one (timing noise); raise --train-steps")
     seconds = (t_long - t_short) / args.train_steps
     patches = fed_patches(bags, long) - fed_patches(bags, short)
     val = validation_positions(result.slides)
@@ -145,8 +155,8 @@ def run_store_mode(args: argparse.Namespace) -> None:
     """Per-head training throughput with the real trainer on the store's `fm` bags."""
     if not (Path(args.store) / "slides.parquet").is_file():
         raise SystemExit(f"--store: {args.store!r} is not a store folder (no slides.parquet)")
-    if args.train_steps < 1 or args.warm_steps < 1:
-        raise SystemExit("--train-steps and --warm-steps: expected positive integers")
+    if args.train_steps < 1 or args.warm_steps < 1 or args.repeats < 1:
+        raise SystemExit("--train-steps, --warm-steps and --repeats: expected positive integers")
     device = resolve_device(args.device)
     bags = load_bags(Path(args.store), args.fm)
     bt = BagTensors.from_bags(bags, device)
@@ -189,6 +199,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=20, help="store mode: timed training steps")
     parser.add_argument("--warm-steps", type=int, default=5, help="store mode: steps of the reference run")
     parser.add_argument("--threads", type=int, default=None, help="store mode: torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=1, help="store mode: timings per run, fastest kept")
     parser.add_argument("--device", default="auto", help="store mode: 'auto' (CUDA > MPS > CPU) or a device")
     args = parser.parse_args()
     if args.store is not None:
