@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-import yaml
 
+from common import param_set_training, sync  # benchmarks/ is the script's folder, on sys.path
 from scangen.metrics import summarize_predictions
 from scangen.metrics.scanner_variance import scanner_variance
-from scangen.paths import PARAMS
 from scangen.store import load_bags
 from scangen.train import TrainConfig, run_experiment
 from scangen.train.device import resolve_device
@@ -42,12 +41,6 @@ CONFIGS: dict[str, dict] = {
     "scangen-slide": {"use_scangen": True, "scangen_level": "slide"},
     "scangen-bag": {"use_scangen": True, "scangen_level": "bag"},
 }
-
-
-def train_settings(param_set: str) -> dict:
-    """Training settings of params/<set>.yml: `steps` and the `train` mapping."""
-    params = yaml.safe_load((PARAMS / f"{param_set}.yml").read_text())["parameters"]
-    return {"max_steps": int(params["steps"]), **params.get("train", {})}
 
 
 def make_store(size: str, fms: list[str]) -> Path:
@@ -61,13 +54,11 @@ def make_store(size: str, fms: list[str]) -> Path:
 
 
 def timed_run(cfg: TrainConfig, bags) -> tuple[pl.DataFrame, float]:
-    cuda = torch.device(cfg.device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
+    device = torch.device(cfg.device)
+    sync(device)
     t0 = time.perf_counter()
     pred = run_experiment(cfg, bags)
-    if cuda:
-        torch.cuda.synchronize()
+    sync(device)
     return pred, time.perf_counter() - t0
 
 
@@ -124,7 +115,7 @@ def main() -> None:
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     print(f"device {device} ({name}), torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
-    settings = train_settings(args.params)
+    settings = param_set_training(args.params)
     print(f"training settings of params/{args.params}.yml: {settings}", flush=True)
     store = Path(args.store) if args.store else make_store(args.size, args.fms)
     records = []

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import sync  # benchmarks/ is the script's folder, on sys.path
 from scangen.losses import scangen_loss
 from scangen.models import HEADS, build_model, count_parameters
 from scangen.store import Bags, load_bags
@@ -52,11 +53,6 @@ def ragged_batch(batch: int, patches: int, dim: int, device: torch.device, seed:
     mask = torch.arange(patches).unsqueeze(0) < lengths.unsqueeze(1)
     y = (torch.rand(batch, generator=g) < 0.5).float()
     return x.to(device), mask.to(device), y.to(device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_head(name: str, args: argparse.Namespace, device: torch.device) -> tuple[float, int]:
@@ -115,8 +111,7 @@ def timed_train(bags: Bags, bt: BagTensors, config: TrainConfig):
     """(wall seconds of `train`, its result)."""
     start = time.perf_counter()
     result = train(config, bags, bag_tensors=bt)
-    if result.device.type == "cuda":
-        torch.cuda.synchronize(result.device)
+    sync(result.device)
     return time.perf_counter() - start, result
 
 

@@ -37,10 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from common import param_set_training, sync  # benchmarks/ is the script's folder, on sys.path
 from scangen.models import MILModel, build_model
-from scangen.paths import PARAMS
 from scangen.store import Bags, load_bags
 from scangen.train import TrainConfig, train
 from scangen.train.batching import BagTensors, collate
@@ -48,18 +47,11 @@ from scangen.train.device import resolve_device
 from scangen.train.trainer import make_optimizer
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for queued accelerator work so wall-clock timings are complete."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def quick_max_patches(params_file: Path = PARAMS / "quick.yml") -> int:
+def quick_max_patches() -> int:
     """`max_patches_train` of the quick parameter set (the patches per bag of the default run)."""
-    with open(params_file) as handle:
-        value = (yaml.safe_load(handle).get("parameters") or {}).get("train", {}).get("max_patches_train")
+    value = param_set_training("quick").get("max_patches_train")
     if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{params_file}: parameters.train.max_patches_train: expected a positive int, got {value!r}")
+        raise ValueError(f"params/quick.yml: parameters.train.max_patches_train: expected a positive int, got {value!r}")
     return value
 
 
@@ -150,10 +142,10 @@ def interleaved(steps: dict[str, Step], batches, ys, device: torch.device) -> di
     out = {name: np.zeros((len(batches), 2)) for name in names}
     for i, (pos, y) in enumerate(zip(batches, ys)):
         for name in names[i % len(names):] + names[: i % len(names)]:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             count = steps[name](pos, y)
-            _sync(device)
+            sync(device)
             out[name][i] = (time.perf_counter() - t0, count)
     return out
 
