@@ -42,3 +42,23 @@ def scanner_labels(slides: pl.DataFrame) -> np.ndarray:
     if "magnification" not in slides.columns:
         return slides["scanner"].cast(pl.String).to_numpy().astype(str)
     return slides.select(scanner_label_expr().alias("label"))["label"].to_numpy().astype(str)
+
+
+def primary_scanners(slides: pl.DataFrame, cohort: str | None = "multiscanner") -> tuple[str, ...]:
+    """The scanners of a store's primary magnification (its highest), in first-appearance order.
+
+    These are the scanners the scanner CoV, the ScanGen scanner subset and the ablation range over.
+    `cohort` restricts to one cohort when the table has a `cohort` column (None: all rows). Raises
+    ValueError when the table lacks `scanner`/`magnification` or holds no scan.
+    """
+    missing = {"scanner", "magnification"} - set(slides.columns)
+    if missing:
+        raise ValueError(f"slides: expected columns {sorted(missing)} to find the primary scanners")
+    rows = slides
+    if cohort is not None and "cohort" in slides.columns:
+        rows = slides.filter(pl.col("cohort") == cohort)
+    if rows.height == 0:
+        raise ValueError(f"slides: no scans{'' if cohort is None else f' in cohort {cohort!r}'} to find the primary scanners")
+    top = rows["magnification"].max()
+    names = rows.filter(pl.col("magnification") == top)["scanner"].cast(pl.String).to_list()
+    return tuple(dict.fromkeys(names))

@@ -82,3 +82,12 @@ def test_magnification_cov_uses_gt450_pair_only() -> None:
         magnification_cov(pred.filter(pl.col("scanner") == "AT2"))
     with pytest.raises(ValueError, match="column 'prob' is not in the predictions"):
         magnification_cov_per_specimen(pred, value="prob")
+
+
+def test_median_cov_and_within_sd_known_answer():
+    from scangen.metrics import median_scanner_cov, within_specimen_sd
+    # specimen a: logits 1, 3 -> mean 2, std 1, cov 0.5; b: -2, -2 -> cov 0; c: 0.5, 1.5 -> std 0.5, cov 0.5
+    values = [1.0, 3.0, -2.0, -2.0, 0.5, 1.5]
+    spec = ["a", "a", "b", "b", "c", "c"]
+    assert median_scanner_cov(values, spec) == pytest.approx(0.5)
+    assert within_specimen_sd(values, spec) == pytest.approx((1.0 + 0.0 + 0.5) / 3)

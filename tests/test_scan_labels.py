@@ -31,3 +31,16 @@ def test_table_without_magnification_is_40x_and_bad_tables_fail() -> None:
     with pytest.raises(ValueError, match=r"\['magnification'\] hold nulls"):
         scanner_labels(pl.DataFrame({"scanner": ["AT2"], "magnification": [None]},
                                     schema_overrides={"magnification": pl.Int16}))
+
+
+def test_primary_scanners_highest_magnification_in_order():
+    from scangen.scan_labels import primary_scanners
+    slides = pl.DataFrame({
+        "scanner": ["CS2", "S210", "GT450", "CS2", "X"],
+        "magnification": [40, 40, 20, 40, 40],
+        "cohort": ["multiscanner", "multiscanner", "multiscanner", "multiscanner", "task"],
+    })
+    assert primary_scanners(slides) == ("CS2", "S210")
+    assert primary_scanners(slides, cohort=None) == ("CS2", "S210", "X")
+    with pytest.raises(ValueError, match="magnification"):
+        primary_scanners(slides.drop("magnification"))

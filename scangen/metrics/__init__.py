@@ -14,8 +14,10 @@ from scangen.metrics.cov import (
     NEAR_ZERO_TOL,
     magnification_cov,
     magnification_pairs,
+    median_scanner_cov,
     scanner_cov,
     scanner_cov_per_specimen,
+    within_specimen_sd,
 )
 from scangen.metrics.summary import evaluation_rows, summarize_predictions
 
@@ -27,11 +29,13 @@ __all__ = [
     "flip_rate",
     "magnification_cov",
     "magnification_pairs",
+    "median_scanner_cov",
     "per_group_auc",
     "roc_auc",
     "scanner_cov",
     "scanner_cov_per_specimen",
     "specimen_permutation_pvalue",
     "summarize_predictions",
+    "within_specimen_sd",
     "youden_threshold",
 ]

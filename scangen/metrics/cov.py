@@ -96,6 +96,31 @@ def scanner_cov(
     return float(table["cov"].mean())
 
 
+def median_scanner_cov(
+    values: Sequence[float] | np.ndarray,
+    specimen: Sequence[str] | np.ndarray,
+    *,
+    eps: float = 1e-6,
+    on: ValueKind = "logit",
+) -> float:
+    """Median over specimens of the per-specimen CoV: the paper's CoV without its heavy tail (a few
+    specimens with mean logit near 0 decide the mean)."""
+    table = scanner_cov_per_specimen(values, specimen, eps=eps, on=on)
+    return float(table["cov"].median())
+
+
+def within_specimen_sd(
+    values: Sequence[float] | np.ndarray,
+    specimen: Sequence[str] | np.ndarray,
+    *,
+    on: ValueKind = "logit",
+) -> float:
+    """Mean over specimens of the population std of a specimen's values across its scans: scanner
+    disagreement on the value scale itself, free of the CoV's |mean| denominator."""
+    table = scanner_cov_per_specimen(values, specimen, on=on)
+    return float(table["std"].mean())
+
+
 def magnification_pairs(pred: pl.DataFrame, scanner: str = MAGNIFICATION_PAIR_SCANNER) -> pl.DataFrame:
     """Rows of `pred` on `scanner` at 40x or 20x for specimens having both magnifications.
 
