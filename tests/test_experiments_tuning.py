@@ -112,7 +112,7 @@ def test_observed_distances_read_the_scangen_train_split_only():
     assert a["neg_q10"] <= a["neg_q50"] <= a["neg_q90"]
     m = T.margin_candidates(a)
     assert m == sorted(m) and len(m) == 3 and all(0 < x <= 2 for x in m)
-    assert m[1] == pytest.approx(a["neg_q50"], abs=5e-4)
+    assert round(a["neg_q50"], 3) in m and round(a["pos_q50"], 3) in m
 
 
 def test_choice_file_round_trip(tmp_path: Path):

@@ -6,9 +6,10 @@ seeds, and keeps the candidate the rule picks; the next stage starts from it. St
 1. item level x distance: scangen_level in {slide, bag, patch} x scangen_distance in {cosine (paper),
    cosine_norm (length-aware)}, jointly (they interact: the level decides which vector's length the
    length-aware distance sees);
-2. margin m: the 10th, 50th and 90th percentiles of the cosine distances observed between scans of one
-   scanner and different specimens (the pairs the hinge acts on), plus the current value; measured on
-   slide-mean FM embeddings of the ScanGen-train split (`observed_distances`), never on test;
+2. margin m over the range of cosine distances observed between slide-mean FM embeddings of the
+   ScanGen-train split (`observed_distances`, never val or test): the median distance of repulsion pairs
+   (same scanner, different specimens), the median of attraction pairs (same specimen, different
+   scanners) and the larger 90th percentile (`margin_candidates`), plus the current value;
 3. alpha in {0.25, 0.5, 0.75}; 4. lambda in {0.3, 1, 3}; 5. per-kind pair normalisation off / on.
 A stage whose TrainConfig field does not exist in the trainer is skipped and logged.
 
@@ -111,10 +112,11 @@ def observed_distances(slides: pl.DataFrame, means: np.ndarray, split_seed: int 
 
 
 def margin_candidates(observed: Mapping[str, float]) -> list[float]:
-    """Margins over the observed repulsion-pair distances: their 10th, 50th and 90th percentiles
-    (rounded to 3 decimals, within TrainConfig's (0, 2])."""
-    vals = [min(max(round(float(observed[f"neg_q{q}"]), 3), 0.001), 2.0) for q in (10, 50, 90)]
-    return sorted(set(vals))
+    """Margins spanning the observed distances: the median repulsion-pair distance (the hinge is active
+    for half the pairs), the median attraction-pair distance, and the larger of the two 90th percentiles
+    (active for nearly all pairs); rounded to 3 decimals, within TrainConfig's (0, 2]."""
+    raw = (observed["neg_q50"], observed["pos_q50"], max(observed["pos_q90"], observed["neg_q90"]))
+    return sorted({min(max(round(float(v), 3), 0.001), 2.0) for v in raw})
 
 
 def choose(candidates: Sequence[Mapping[str, Any]], baseline_val_auc: float,
