@@ -246,7 +246,7 @@ def test_session_runs_are_cached_and_identical(tiny_store: Path, tmp_path: Path)
     from scangen.experiments.session import ExperimentSession, train_settings
     from scangen.experiments.table1 import fixed_fm, run_table1, table1_json
 
-    settings = train_settings(3, "cpu", {"eval_every": 3, "patience": 1})
+    settings = train_settings(3, "cpu", {"eval_every": 3, "patience": 1, "num_threads": 1})
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         train_settings(3, "cpu", {"not_a_field": 1})
     s1 = ExperimentSession(tiny_store, tmp_path / "cache", settings)
@@ -255,7 +255,8 @@ def test_session_runs_are_cached_and_identical(tiny_store: Path, tmp_path: Path)
     assert runs["split_seed"].to_list() == [0] * 4
     assert table["use_scangen"].to_list() == [False, True] and "n_near_zero_mean" in table.columns
     assert s1.cache.misses == 4
-    assert paired["metric"].to_list() == ["scanner_cov", "median_cov", "within_sd", "scanner_share", "flip_rate", "auc"]
+    from scangen.metrics.paired import PAIRED_METRICS
+    assert paired["metric"].to_list() == list(PAIRED_METRICS)
     assert (paired["n_pairs"] == 2).all() and (paired["fm"] == "phikon-sim").all()
     s2 = ExperimentSession(tiny_store, tmp_path / "cache", settings)
     runs2, table2, paired2 = run_table1(s2, ["phikon-sim"], [0, 1], scangen={"lam": 2.0}, n_boot=50)
@@ -277,7 +278,7 @@ def test_ablation_paired_by_size_and_chance_reference(tiny_store: Path, tmp_path
     from scangen.experiments.ablation import ablation_json, run_ablation
     from scangen.experiments.session import ExperimentSession, train_settings
 
-    s = ExperimentSession(tiny_store, tmp_path / "cache", train_settings(3, "cpu", {"eval_every": 3, "patience": 1}))
+    s = ExperimentSession(tiny_store, tmp_path / "cache", train_settings(3, "cpu", {"eval_every": 3, "patience": 1, "num_threads": 1}))
     res = run_ablation(s, "phikon-sim", seeds=[0, 1], max_subsets=3, count_sizes=(2,), n_perm=500, n_boot=30)
     assert res["scanners"] == list(SCANNERS_40X)  # the store's primary scanners
     assert res["n_subsets"] == 3 and res["runs"].height == 2 + 3 * 2

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from scangen.experiments.ablation import enumerate_subsets
-from scangen.metrics import flip_rate, median_scanner_cov, roc_auc, scanner_cov, within_specimen_sd
+from scangen.metrics import flip_rate, magnification_cov, median_scanner_cov, roc_auc, scanner_cov, within_specimen_sd
 from scangen.metrics.paired import (
     PAIRED_METRICS,
     RunEval,
@@ -35,15 +35,16 @@ def _predictions(logits: np.ndarray, y_spec: np.ndarray, prefix: str = "t", val_
             "egfr": [], "logit": []}
     for split, lg, yy in (("test", logits, y_spec), ("val", logits[:6] + val_shift, np.array([0, 1] * 3))):
         for s in range(lg.shape[0]):
-            for c in range(n_scan):
+            for c in range(n_scan + 1):  # the last one: GT450 at 20x, its logit 0.8 x the 40x one + 0.1
+                mag20 = c == n_scan
                 rows["slide_id"].append(f"{split}-{s}-{c}")
                 rows["specimen_id"].append(f"{prefix}{split}{s:03d}")
-                rows["scanner"].append(SCANNERS[c])
-                rows["magnification"].append(40)
+                rows["scanner"].append("GT450" if mag20 else SCANNERS[c])
+                rows["magnification"].append(20 if mag20 else 40)
                 rows["cohort"].append("multiscanner")
                 rows["split"].append(split)
                 rows["egfr"].append(int(yy[s]))
-                rows["logit"].append(float(lg[s, c]))
+                rows["logit"].append(float(0.8 * lg[s, 1] + 0.1 if mag20 else lg[s, c]))
     return pl.DataFrame(rows)
 
 
@@ -71,14 +72,15 @@ def test_unit_weights_give_the_projects_metrics():
     logits, y = _random_run(1)
     pred = _predictions(logits, y)
     ev = run_eval(pred)
-    test = pred.filter(pl.col("split") == "test")
+    test = pred.filter((pl.col("split") == "test") & (pl.col("magnification") == 40))
     v, s = test["logit"].to_numpy(), test["specimen_id"].to_numpy()
     ones = np.ones((1, ev.specimens.size))
-    val = pred.filter(pl.col("split") == "val")
+    val = pred.filter((pl.col("split") == "val") & (pl.col("magnification") == 40))
     expected = {
         "scanner_cov": scanner_cov(v, s), "median_cov": median_scanner_cov(v, s), "within_sd": within_specimen_sd(v, s),
         "scanner_share": scanner_variance(v, s, test["scanner"].to_numpy()).scanner_share,
         "flip_rate": flip_rate(v, s, ev.threshold), "auc": roc_auc(test["egfr"].to_numpy(), v),
+        "mag_cov": magnification_cov(pred.filter(pl.col("split") == "test")),
     }
     for m in PAIRED_METRICS:
         assert metric_values(ev, m, ones)[0] == pytest.approx(expected[m], rel=1e-10), m
@@ -194,6 +196,20 @@ def test_run_eval_errors_name_the_problem():
         run_eval(pred.filter(pl.col("split") == "test"))
     with pytest.raises(ValueError, match="single 40x scan"):
         run_eval(pred.filter((pl.col("split") == "val") | (pl.col("scanner") == "AT2")))
+    no20 = run_eval(pred.filter(pl.col("magnification") == 40))
+    row = paired_bootstrap([(no20, no20)], ["mag_cov"], n_boot=20).row(0, named=True)
+    assert np.isnan(row["diff"]) and row["verdict"] == "inconclusive"
+
+
+def test_returned_samples_are_shared_by_calls_on_one_split():
+    logits, y = _random_run(8)
+    a, b, c = (run_eval(_predictions(f * logits, y)) for f in (1.0, 0.5, 0.7))
+    t1, s1 = paired_bootstrap([(a, b)], ["within_sd"], n_boot=100, return_samples=True)
+    t2, s2 = paired_bootstrap([(a, c)], ["within_sd"], n_boot=100, return_samples=True)
+    # same draws: the contrast (a->b) - (a->c) is b - c resample by resample
+    _, s3 = paired_bootstrap([(c, b)], ["within_sd"], n_boot=100, return_samples=True)
+    assert s1["within_sd"] - s2["within_sd"] == pytest.approx(s3["within_sd"])
+    assert t1["diff_lo"][0] == pytest.approx(np.quantile(s1["within_sd"], 0.025))
 
 
 # --- chance reference of best/worst counts -------------------------------------------------------------

@@ -111,9 +111,10 @@ def run_predictions(session, configs: Sequence) -> list[pl.DataFrame]:
 
 
 def paired_changes(session, pairs: Sequence[tuple], *, n_boot: int = 2000, level: float = 0.95,
-                   seed: int = 0) -> pl.DataFrame:
+                   seed: int = 0, return_samples: bool = False):
     """Paired specimen-bootstrap changes (second config - first) pooled over `pairs` of TrainConfigs
-    (`scangen.metrics.paired`); each run's predictions are read once even when it is in many pairs."""
+    (`scangen.metrics.paired.paired_bootstrap`, whose table, or (table, samples), it returns); each run's
+    predictions are read once even when it is in many pairs."""
     from scangen.metrics.paired import paired_bootstrap, run_eval
     from scangen.train.config import config_hash
 
@@ -123,7 +124,7 @@ def paired_changes(session, pairs: Sequence[tuple], *, n_boot: int = 2000, level
             unique.setdefault(config_hash(cfg), cfg)
     evals = dict(zip(unique, (run_eval(p) for p in run_predictions(session, list(unique.values())))))
     return paired_bootstrap([(evals[config_hash(a)], evals[config_hash(b)]) for a, b in pairs],
-                            n_boot=n_boot, level=level, seed=seed)
+                            n_boot=n_boot, level=level, seed=seed, return_samples=return_samples)
 
 
 def seed_grid(seeds: Sequence[int], split_seeds: Sequence[int] | None) -> list[dict[str, int]]:

@@ -17,7 +17,9 @@ Metrics on the 40x test WSIs of the multiscanner cohort (`evaluation_rows`), wit
 - `scanner_share`: within_sd / between_sd, between_sd = weighted population sd of the mean_s
 - `flip_rate`:     weighted share of specimens whose class (logit >= threshold) differs across scans;
                    the threshold is Youden's on the run's own validation WSIs, never resampled
-- `auc`:           Mann-Whitney AUC over scans, each scan weighted by its specimen's multiplicity.
+- `auc`:           Mann-Whitney AUC over scans, each scan weighted by its specimen's multiplicity;
+- `mag_cov`:       weighted mean over specimens of the CoV of the GT450 40x/20x pair (NaN when the
+                   split has no 20x scans).
 A resample in which some pair's AUC is undefined (one class drawn) is dropped for `auc` and counted.
 `verdict` reads an interval: "lower" / "higher" when it excludes zero, "inconclusive" when it spans it.
 
@@ -36,9 +38,11 @@ import numpy as np
 import polars as pl
 
 from scangen.metrics.classification import _weighted_auc, youden_threshold
+from scangen.metrics.cov import magnification_cov_per_specimen
 from scangen.metrics.summary import evaluation_rows
 
-PAIRED_METRICS: tuple[str, ...] = ("scanner_cov", "median_cov", "within_sd", "scanner_share", "flip_rate", "auc")
+PAIRED_METRICS: tuple[str, ...] = ("scanner_cov", "median_cov", "within_sd", "scanner_share", "flip_rate", "auc",
+                                   "mag_cov")
 """Metrics `paired_bootstrap` reports, in table order."""
 
 
@@ -48,7 +52,8 @@ class RunEval:
 
     specimens (n,), mean / sd / cov (n,) float64 of the logits over each specimen's scans, flip (n,)
     float64 0/1, y / score (m,) labels and logits of the scans, scan_spec (m,) int64 index of each
-    scan's specimen, threshold (the flip-rate threshold used)."""
+    scan's specimen, threshold (the flip-rate threshold used), mag_cov (n,) the per-specimen
+    magnification CoV (all NaN without 20x scans)."""
 
     specimens: np.ndarray
     mean: np.ndarray
@@ -59,6 +64,7 @@ class RunEval:
     score: np.ndarray
     scan_spec: np.ndarray
     threshold: float
+    mag_cov: np.ndarray | None = None
 
 
 def run_eval(pred: pl.DataFrame, *, split: str = "test", val_split: str = "val", value: str = "logit",
@@ -89,10 +95,18 @@ def run_eval(pred: pl.DataFrame, *, split: str = "test", val_split: str = "val",
     mean = np.bincount(inv, weights=score) / counts
     sd = np.sqrt(np.bincount(inv, weights=(score - mean[inv]) ** 2) / counts)
     pos = np.bincount(inv, weights=(score >= threshold).astype(np.float64))
+    mag = np.full(ids.size, np.nan)
+    all_mags = evaluation_rows(pred, split, magnification=None)
+    if (all_mags["magnification"] == 20).any():
+        table = magnification_cov_per_specimen(all_mags, eps=eps, value=value)
+        where = {s: i for i, s in enumerate(ids.tolist())}
+        for sid, c in zip(table["specimen_id"].to_list(), table["cov"].to_list()):
+            if sid in where:
+                mag[where[sid]] = c
     return RunEval(specimens=ids, mean=mean, sd=sd, cov=sd / np.maximum(np.abs(mean), eps),
                    flip=((pos > 0) & (pos < counts)).astype(np.float64),
                    y=rows["egfr"].to_numpy().astype(np.float64), score=score, scan_spec=inv.astype(np.int64),
-                   threshold=float(threshold))
+                   threshold=float(threshold), mag_cov=mag)
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -128,6 +142,9 @@ def metric_values(ev: RunEval, metric: str, weights: np.ndarray) -> np.ndarray:
         return within / np.maximum(between, 1e-12)
     if metric == "auc":
         return _weighted_auc(ev.y, ev.score, weights[:, ev.scan_spec])
+    if metric == "mag_cov":
+        mag = ev.mag_cov if ev.mag_cov is not None else np.full(ev.specimens.size, np.nan)
+        return weights @ mag / total
     raise ValueError(f"metric: expected one of {PAIRED_METRICS}, got {metric!r}")
 
 
@@ -147,7 +164,8 @@ def _multiplicities(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray
 
 
 def paired_bootstrap(pairs: Sequence[tuple[RunEval, RunEval]], metrics: Sequence[str] = PAIRED_METRICS, *,
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
+                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     return_samples: bool = False) -> pl.DataFrame | tuple[pl.DataFrame, dict[str, np.ndarray]]:
     """Paired specimen-bootstrap of the change (second arm - first arm) pooled over `pairs`.
 
     Each pair is (baseline, ScanGen) of one seed and split; both arms must hold the same test
@@ -174,7 +192,7 @@ def paired_bootstrap(pairs: Sequence[tuple[RunEval, RunEval]], metrics: Sequence
         key = tuple(a.specimens.tolist())
         if key not in draws:
             draws[key] = _multiplicities(rng, n_boot, a.specimens.size)
-    rows = []
+    rows, samples = [], {}
     for m in metrics:
         point_a, point_b, boot = [], [], []
         for a, b in pairs:
@@ -184,6 +202,7 @@ def paired_bootstrap(pairs: Sequence[tuple[RunEval, RunEval]], metrics: Sequence
             point_b.append(float(metric_values(b, m, ones)[0]))
             boot.append(metric_values(b, m, w) - metric_values(a, m, w))
         diffs = np.mean(np.stack(boot), axis=0)
+        samples[m] = diffs
         ok = np.isfinite(diffs)
         tail = (1.0 - level) / 2.0
         lo, hi = (np.quantile(diffs[ok], [tail, 1.0 - tail]) if ok.sum() >= n_boot / 2 else (np.nan, np.nan))
@@ -192,7 +211,8 @@ def paired_bootstrap(pairs: Sequence[tuple[RunEval, RunEval]], metrics: Sequence
                      "diff_hi": float(hi), "level": level, "n_pairs": len(pairs),
                      "n_specimens": int(sum(len(k) for k in draws)), "n_boot": n_boot,
                      "n_skipped": int((~ok).sum()), "verdict": verdict(float(lo), float(hi))})
-    return pl.DataFrame(rows)
+    table = pl.DataFrame(rows)
+    return (table, samples) if return_samples else table
 
 
 def paired_from_predictions(pairs: Sequence[tuple[pl.DataFrame, pl.DataFrame]], metrics: Sequence[str] = PAIRED_METRICS,
