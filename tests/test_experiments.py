@@ -289,6 +289,26 @@ def test_ablation_paired_by_size_and_chance_reference(tiny_store: Path, tmp_path
     doc = ablation_json(res, "phikon-sim", [0, 1])
     assert set(doc["chance"]["best"]) == {"exceeding", "max_scanner_count", "max_chance_upper", "any_scanner_beyond_chance"}
     assert doc["paired_by_size"][6]["scanner_cov"]["n_pairs"] == 2
+    contrasts = res["size_contrasts"].filter(pl.col("metric") == "scanner_cov")
+    sizes = sorted(set(res["paired_by_size"]["size"]))
+    assert contrasts["contrast"].to_list() == ["slope"] + [f"{b}-{a}" for a, b in zip(sizes[:-1], sizes[1:])]
+    by = {r["size"]: r["diff"] for r in res["paired_by_size"].filter(pl.col("metric") == "scanner_cov").iter_rows(named=True)}
+    step = contrasts.filter(pl.col("contrast") == f"{sizes[1]}-{sizes[0]}")["estimate"][0]
+    assert step == pytest.approx(by[sizes[1]] - by[sizes[0]])
+
+
+def test_size_contrasts_known_slope():
+    from scangen.experiments.ablation import size_contrasts
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, 500)
+    samples = {k: {"scanner_cov": -0.1 * k + noise} for k in (2, 3, 4)}  # exactly linear in every resample
+    paired = pl.DataFrame({"size": [2, 3, 4], "metric": ["scanner_cov"] * 3, "diff": [-0.2, -0.3, -0.4]})
+    out = size_contrasts(paired, samples, metrics=("scanner_cov",))
+    slope = out.row(0, named=True)
+    assert slope["contrast"] == "slope" and slope["estimate"] == pytest.approx(-0.1)
+    assert slope["lo"] == pytest.approx(-0.1) and slope["hi"] == pytest.approx(-0.1) and slope["verdict"] == "lower"
+    assert out["contrast"].to_list() == ["slope", "3-2", "4-3"]
 
 
 def test_published_values_join_by_model():

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from scangen.constants import SCANNERS_40X
-from scangen.metrics.paired import count_reference
+from scangen.metrics.paired import count_reference, verdict
 
 
 def enumerate_subsets(scanners: Sequence[str] = SCANNERS_40X, sizes: Sequence[int] = range(2, 7)) -> list[tuple[str, ...]]:
@@ -199,10 +199,12 @@ def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: 
     bw = best_worst(table, count_sizes, top_k, scanners)
     ref = count_reference(subsets, bw["sizes_counted"], top_k, n_perm=n_perm)
     chance = {side: ref.table(bw["scanner_counts"][side] | bw["pair_counts"][side]) for side in ("best", "worst")}
-    paired = pl.concat([
-        paired_changes(session, [p for sub in subsets if len(sub) == k for p in pairs_of[sub]], n_boot=n_boot)
-        .with_columns(pl.lit(k).alias("size"))
-        for k in sorted({len(sub) for sub in subsets})])
+    tables, samples = [], {}
+    for k in sorted({len(sub) for sub in subsets}):
+        t, samples[k] = paired_changes(session, [p for sub in subsets if len(sub) == k for p in pairs_of[sub]],
+                                       n_boot=n_boot, return_samples=True)
+        tables.append(t.with_columns(pl.lit(k).alias("size")))
+    paired = pl.concat(tables)
     return {
         "runs": runs,
         "subsets": table,
@@ -210,12 +212,42 @@ def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: 
         "best_worst": bw,
         "chance": chance,
         "paired_by_size": paired,
+        "size_contrasts": size_contrasts(paired, samples),
         "baseline": {"scanner_cov": float(base["base_cov"].mean()), "auc": float(base["base_auc"].mean()),
                      "scanner_share": float(base["base_share"].mean())},
         "scanners": list(scanners),
         "n_subsets": len(subsets),
         "n_subsets_possible": len(enumerate_subsets(scanners)),
     }
+
+
+def size_contrasts(paired: pl.DataFrame, samples: Mapping[int, Mapping[str, np.ndarray]],
+                   metrics: Sequence[str] = ("scanner_cov", "median_cov", "within_sd"), level: float = 0.95) -> pl.DataFrame:
+    """How the paired change varies with the number of ScanGen scanners, with bootstrap intervals.
+
+    Per metric: "slope" (least-squares slope of the change against the subset size) and "k-(k-1)" (the
+    change at size k minus that at the next smaller size). Every size's resamples come from the same
+    specimen draws (`paired_bootstrap` with one seed on one split), so each contrast is computed per
+    resample. A negative slope means more scanners lower the metric more (a growing gain)."""
+    sizes = sorted(samples)
+    rows = []
+    tail = (1.0 - level) / 2.0
+    for m in metrics:
+        point = {k: float(paired.filter((pl.col("size") == k) & (pl.col("metric") == m))["diff"][0]) for k in sizes}
+        contrasts: list[tuple[str, float, np.ndarray]] = []
+        if len(sizes) >= 2:
+            x = np.asarray(sizes, dtype=np.float64) - np.mean(sizes)
+            boot = np.stack([samples[k][m] for k in sizes], axis=1)  # (n_boot, n_sizes)
+            contrasts.append(("slope", float(x @ np.array([point[k] for k in sizes]) / (x @ x)), boot @ x / (x @ x)))
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                contrasts.append((f"{b}-{a}", point[b] - point[a], samples[b][m] - samples[a][m]))
+        for name, est, dist in contrasts:
+            ok = dist[np.isfinite(dist)]
+            lo, hi = np.quantile(ok, [tail, 1 - tail]) if ok.size else (np.nan, np.nan)
+            rows.append({"metric": m, "contrast": name, "estimate": est, "lo": float(lo), "hi": float(hi),
+                         "verdict": verdict(float(lo), float(hi))})
+    return pl.DataFrame(rows, schema={"metric": pl.String, "contrast": pl.String, "estimate": pl.Float64,
+                                      "lo": pl.Float64, "hi": pl.Float64, "verdict": pl.String})
 
 
 def chance_summary(chance: Mapping[str, pl.DataFrame]) -> dict:
@@ -241,5 +273,6 @@ def ablation_json(result: dict, fm: str, seeds: Sequence[int], how: str = "given
             "baseline": result["baseline"], "n_subsets": result["n_subsets"],
             "n_subsets_possible": result["n_subsets_possible"], "gain_by_size": by_size,
             "paired_by_size": {int(k): v for k, v in paired_entries(result["paired_by_size"], "size").items()},
+            "size_contrasts": result["size_contrasts"].to_dicts(),
             "best_worst": result["best_worst"], "chance": chance_summary(result["chance"]),
             "chance_tables": {side: t.to_dicts() for side, t in result["chance"].items()}}
