@@ -396,3 +396,12 @@ def test_embedding_metrics_bounds_give_values_in_range(tiny_store: Path):
     assert row["ri_n_patches"] <= 4 * multi.slides.height
     with pytest.raises(ValueError, match="predictability_pca"):
         sb.embedding_metrics(tiny_store, "phikon-sim", multi, predictability_pca=0)
+
+
+def test_paired_display_formats_changes():
+    paired = pl.DataFrame({"fm": ["a"], "metric": ["scanner_cov"], "baseline": [0.4], "scangen": [0.3], "diff": [-0.1],
+                           "diff_lo": [-0.2], "diff_hi": [0.05], "level": [0.95], "verdict": ["inconclusive"], "n_pairs": [5]})
+    shown = stats.paired_display(paired, "fm", {"a": "A"})
+    assert shown.row(0, named=True) == {"fm": "A", "metric": "scanner CoV (paper)", "baseline": "0.400",
+                                        "ScanGen": "0.300", "change [95% CI]": "-0.100 [-0.20, 0.05]",
+                                        "verdict": "inconclusive", "pairs": "5"}

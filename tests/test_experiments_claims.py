@@ -67,3 +67,10 @@ def test_rule_helpers():
     assert C.noninferiority_verdict(-0.019, 0.1) == "reproduced"
     assert C.noninferiority_verdict(-0.03, -0.001) == "not reproduced"
     assert C.noninferiority_verdict(-0.03, 0.01) == "inconclusive"
+
+
+def test_claims_display_is_text():
+    shown = C.claims_display(C.claims_table({"image": DOCS}, n_wsi={"image": 300}))
+    assert shown.columns == ["scenario", "claim", "subject", "statistic", "measured [95% CI]", "verdict"]
+    row = shown.filter(pl.col("claim") == C.CLAIMS["cov_lower"]).row(0, named=True)
+    assert row["measured [95% CI]"] == "-0.200 [-0.30, -0.10]" and row["verdict"] == "reproduced"

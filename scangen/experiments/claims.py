@@ -197,3 +197,15 @@ def claims_summary(table: pl.DataFrame) -> dict[str, Any]:
     for row in table.group_by("scenario", "claim_id", "verdict", maintain_order=True).len().iter_rows(named=True):
         out.setdefault(row["scenario"], {}).setdefault(row["claim_id"], {})[row["verdict"]] = row["len"]
     return out
+
+
+def claims_display(table: pl.DataFrame) -> pl.DataFrame:
+    """The claims table as text for the article: scenario, claim, subject, statistic, estimate [interval],
+    verdict."""
+    from scangen.tables import fmt_ci
+
+    return table.select(
+        pl.col("scenario"), pl.col("claim"), pl.col("subject"), pl.col("statistic"),
+        pl.struct("estimate", "lo", "hi").map_elements(lambda s: fmt_ci(s["estimate"], s["lo"], s["hi"]),
+                                                       return_dtype=pl.String).alias("measured [95% CI]"),
+        pl.col("verdict"))

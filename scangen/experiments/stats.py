@@ -136,3 +136,22 @@ def seed_grid(seeds: Sequence[int], split_seeds: Sequence[int] | None) -> list[d
     if split_seeds is None:
         return [{"seed": int(s)} for s in seeds]
     return [{"seed": int(s), "split_seed": int(p)} for p in split_seeds for s in seeds]
+
+
+METRIC_LABELS: dict[str, str] = {"scanner_cov": "scanner CoV (paper)", "median_cov": "median CoV",
+                                 "within_sd": "within-specimen SD", "scanner_share": "scanner share",
+                                 "flip_rate": "flip rate", "auc": "EGFR AUC", "mag_cov": "magnification CoV"}
+
+
+def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None = None) -> pl.DataFrame:
+    """Paired changes as text for a paper table: one row per (`key`, metric) with both arms' estimates
+    (means over pairs), the change ScanGen - baseline with its interval, and the verdict."""
+    from scangen.tables import fmt, fmt_ci
+
+    rows = []
+    for r in paired.iter_rows(named=True):
+        rows.append({key: (labels or {}).get(r[key], str(r[key])), "metric": METRIC_LABELS.get(r["metric"], r["metric"]),
+                     "baseline": fmt(r["baseline"]), "ScanGen": fmt(r["scangen"]),
+                     f"change [{round(100 * r['level'])}% CI]": fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]),
+                     "verdict": r["verdict"], "pairs": str(r["n_pairs"])})
+    return pl.DataFrame(rows)
