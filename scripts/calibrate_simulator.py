@@ -74,8 +74,9 @@ REFINE = {"steps": {"colour_sensitivity": 0.4, "scanner_sensitivity": 0.4}, "max
 """Local refinement: try the 8 neighbours (+-step and diagonals: RI and top-10 trade off along a diagonal)
 of the best point, move to any improvement, else halve the steps; stop at max_evals or min_step."""
 FEATURE_DIR = CALIBRATION_DIR / "feature"
-FEATURE_GRID = {"feature_shift": (0.0, 0.05, 0.1, 0.2, 0.35, 0.5), "feature_noise": (0.0, 0.1, 0.2, 0.35, 0.5)}
-FEATURE_REFINE = {"steps": {"feature_shift": 0.05, "feature_noise": 0.05}, "max_evals": 12, "min_step": 0.01,
+FEATURE_GRID = {"feature_shift": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4),
+                "feature_noise": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)}
+FEATURE_REFINE = {"steps": {"feature_shift": 0.04, "feature_noise": 0.25}, "max_evals": 12, "min_step": 0.01,
                   "bounds": {"feature_shift": (0.0, 8.0), "feature_noise": (0.0, 8.0)}}
 """Scenario "feature": coarse grid and compass refinement of the two offset strengths."""
 

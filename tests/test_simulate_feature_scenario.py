@@ -70,19 +70,41 @@ def test_feature_store_is_deterministic_and_scanner_effects_are_offsets(tmp_path
     from scangen.store import load_bags, read_meta
 
     cfg = SimConfig.from_size("tiny", scanner_effect="feature")
-    a = simulate_cohort(tmp_path / "a", config=cfg, seed=0, models=["uni-sim"], registered_tiles=False)
-    b = simulate_cohort(tmp_path / "b", config=cfg, seed=0, models=["uni-sim"], registered_tiles=False)
-    assert (a / "embeddings" / "uni-sim.parquet").read_bytes() == (b / "embeddings" / "uni-sim.parquet").read_bytes()
+    a = simulate_cohort(tmp_path / "a", config=cfg, seed=0, models=["phikon-sim"], registered_tiles=False)
+    b = simulate_cohort(tmp_path / "b", config=cfg, seed=0, models=["phikon-sim"], registered_tiles=False)
+    assert (a / "embeddings" / "phikon-sim.parquet").read_bytes() == (b / "embeddings" / "phikon-sim.parquet").read_bytes()
     meta = read_meta(a)
     assert meta["generator"]["config"]["scanner_effect"] == "feature"
-    assert meta["generator"]["feature_params"]["uni-sim"] == load_feature_params()["uni-sim"]
-    bags = load_bags(a, "uni-sim")
+    params = load_feature_params()["phikon-sim"]
+    assert meta["generator"]["feature_params"]["phikon-sim"] == params
+    bags = load_bags(a, "phikon-sim")
     ms = (bags.slides["cohort"] == "multiscanner").to_numpy() & (bags.slides["magnification"] == 40).to_numpy()
-    means = bags.mean_embeddings()[ms]
+    means = bags.mean_embeddings()[ms].astype(np.float64)
     scan = bags.slides["scanner"].to_numpy()[ms]
-    centred = means.copy()
+    b_c = scanner_offsets("phikon-sim", means.shape[1])
+    centre = np.mean([b_c[c] for c in np.unique(scan)], axis=0)
+    # every specimen is scanned on every scanner, so a scanner's mean departure from the grand mean is its
+    # offset (up to jitter, noise and tile sampling): the effect enters after the FM, independent of tissue
     for c in np.unique(scan):
-        centred[scan == c] -= means[scan == c].mean(axis=0)
-    # a tissue-independent offset: per-scanner centring removes the between-scanner part exactly
-    per_scanner = np.stack([centred[scan == c].mean(axis=0) for c in np.unique(scan)])
-    assert np.abs(per_scanner).max() < 1e-4
+        got = means[scan == c].mean(axis=0) - means.mean(axis=0)
+        want = params["feature_shift"] * (b_c[c] - centre)
+        assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) > 0.8, c
+
+
+@pytest.mark.skipif(not FEATURE_PARAMS_PATH.is_file(), reason="feature scenario not calibrated yet")
+def test_scenario_store_is_simulated_once_beside_the_default_store(tmp_path: Path):
+    from scangen.experiments.scenarios import check_scenarios, scenario_results_dir, scenario_store
+    from scangen.simulate import simulate_cohort
+    from scangen.store import read_meta
+
+    base = simulate_cohort(tmp_path / "tiny-seed0", size="tiny", seed=0, models=["uni-sim"], registered_tiles=False)
+    assert scenario_store(base, "image") == base
+    feat = scenario_store(base, "feature")
+    assert feat == tmp_path / "tiny-seed0-feature" and read_meta(feat)["generator"]["config"]["scanner_effect"] == "feature"
+    stamp = (feat / "embeddings" / "uni-sim.parquet").stat().st_mtime_ns
+    assert scenario_store(base, "feature") == feat
+    assert (feat / "embeddings" / "uni-sim.parquet").stat().st_mtime_ns == stamp  # reused
+    assert check_scenarios(["feature", "image"]) == ["image", "feature"]
+    with pytest.raises(ValueError, match="scenarios"):
+        check_scenarios(["image", "pixels"])
+    assert scenario_results_dir(tmp_path / "r", "feature") == tmp_path / "r" / "scenario-feature"
