@@ -135,3 +135,19 @@ def test_apply_makes_one_copy_only(method: str, monkeypatch: pytest.MonkeyPatch)
     finally:
         tracemalloc.stop()
     assert peak < 1.25 * bags.features.nbytes, (peak, bags.features.nbytes)
+
+
+@pytest.mark.parametrize("method", ["standardize", "combat"])
+def test_simulated_store_fits_on_the_training_splits(tiny_store, method: str) -> None:
+    """On the tiny store, a fit on task_train + scangen_train covers every scanner label of the
+    held-out slides (GT450@20x included) and gives finite features."""
+    from scangen.splits import specimen_splits
+    from scangen.store import load_bags
+
+    bags = load_bags(tiny_store, "phikon-sim")
+    split = specimen_splits(bags.slides, seed=0)["split"]
+    fit = np.flatnonzero(split.is_in(["task_train", "scangen_train"]).to_numpy())
+    maps = fit_harmoniser(bags, fit, method)
+    assert "GT450@20x" in maps.scanners
+    out = maps.apply(bags)
+    assert out.features.shape == bags.features.shape and np.isfinite(out.features).all()
