@@ -78,14 +78,17 @@ def fit_coral(
     means, counts = scanner_means(bags, positions, codes, len(scanners))
     second, fourth = centred_second_moments(bags, positions, codes, means, full=True)
     d = bags.dim
-    shrunk, used = [], []
-    for b, name in enumerate(scanners):
-        cov = second[b] / counts[b]
-        s = ledoit_wolf_shrinkage(cov, fourth[b], int(counts[b])) if shrinkage == "auto" else float(shrinkage)
-        shrunk.append((1.0 - s) * cov + s * (np.trace(cov) / d) * np.eye(d))
+    shrunk = second  # (S, D, D), shrunk in place scanner by scanner: no second D x D stack
+    used = []
+    for b in range(len(scanners)):
+        shrunk[b] /= counts[b]
+        s = ledoit_wolf_shrinkage(shrunk[b], fourth[b], int(counts[b])) if shrinkage == "auto" else float(shrinkage)
+        level = s * np.trace(shrunk[b]) / d
+        shrunk[b] *= 1.0 - s
+        shrunk[b][np.diag_indices(d)] += level
         used.append(s)
     colour = _power(shrunk[r], 0.5, f"reference scanner {ref!r}")
-    linear = np.empty((len(scanners), d, d), dtype=np.float64)
+    linear = shrunk  # each R_b is read once, then overwritten by A_b
     for b, name in enumerate(scanners):
         linear[b] = np.eye(d) if b == r else _power(shrunk[b], -0.5, f"scanner {name!r}") @ colour
     return ScannerMaps(
