@@ -40,8 +40,10 @@ def _label_values(bags: _BagArrays, positions: np.ndarray, label_column: str | N
         return None
     slides = bags.slides
     if label_column not in slides.columns:
-        raise ValueError(f"combat: label_column {label_column!r} is not a slides column ({slides.columns}); "
-                         "pass label_column=None to protect no covariate")
+        raise ValueError(
+            f"combat: label_column {label_column!r} is not a slides column ({slides.columns}); "
+            "pass label_column=None to protect no covariate"
+        )
     values = slides[positions][label_column]
     if values.null_count():
         raise ValueError(f"combat: column {label_column!r} has {values.null_count()} missing labels among the fit slides")
@@ -89,7 +91,8 @@ def fit_combat(
     gamma = np.asarray(est["gamma.star"], dtype=np.float64)[order]
     delta = np.asarray(est["delta.star"], dtype=np.float64)[order]
     sigma = np.sqrt(np.asarray(est["var.pooled"], dtype=np.float64)[:, 0])
-    m0 = np.asarray(est["stand.mean"], dtype=np.float64)[:, 0] + np.asarray(est["mod.mean"], dtype=np.float64).mean(axis=1)
+    label_term = np.asarray(est["mod.mean"], dtype=np.float64).mean(axis=1)  # mean_fit(X) beta, (D,)
+    m0 = np.asarray(est["stand.mean"], dtype=np.float64)[:, 0] + label_term
     if not (np.all(np.isfinite(gamma)) and np.all(np.isfinite(delta)) and np.all(delta > 0) and np.all(sigma > 0)):
         raise ValueError("combat: the fit produced non-finite or non-positive estimates (constant features?)")
     return ScannerMaps(
@@ -99,6 +102,8 @@ def fit_combat(
         linear=1.0 / np.sqrt(delta),
         offset=np.repeat(m0[None, :], len(scanners), axis=0),
         fit_slide_ids=tuple(bags.slides[positions]["slide_id"].to_list()),
-        details={"gamma_star": gamma, "delta_star": delta, "label_column": label_column if categorical else None,
-                 "eb": eb, "level": "slide_mean", "slides": dict(zip(*np.unique(batch, return_counts=True)))},
+        details={
+            "gamma_star": gamma, "delta_star": delta, "label_column": label_column if categorical else None,
+            "eb": eb, "level": "slide_mean", "slides": {s: int(np.sum(batch == s)) for s in scanners},
+        },
     )

@@ -47,7 +47,9 @@ def _power(sym: np.ndarray, p: float, what: str) -> np.ndarray:
     """sym^p for a symmetric positive-definite matrix, by eigendecomposition."""
     w, v = np.linalg.eigh(sym)
     if w.min() <= w.max() * 1e-12:
-        raise ValueError(f"coral: covariance of {what} is singular (fewer fit patches than dimensions?); use shrinkage > 0")
+        raise ValueError(
+            f"coral: covariance of {what} is singular (fewer fit patches than dimensions?); use shrinkage > 0"
+        )
     return (v * w**p) @ v.T
 
 
@@ -98,5 +100,7 @@ def fit_coral(
         linear=linear,
         offset=np.repeat(means[r][None, :], len(scanners), axis=0),
         fit_slide_ids=tuple(bags.slides[positions]["slide_id"].to_list()),
-        details={"reference": ref, "shrinkage": dict(zip(scanners, used)), "patches": dict(zip(scanners, counts.tolist()))},
+        details={
+            "reference": ref, "shrinkage": dict(zip(scanners, used)), "patches": dict(zip(scanners, counts.tolist())),
+        },
     )

@@ -117,5 +117,5 @@ class ScannerMaps:
         """True when both fits hold identical scanners and arrays (bit for bit)."""
         return (
             self.scanners == other.scanners
-            and all(np.array_equal(getattr(self, n), getattr(other, n)) for n in ("center", "linear", "offset"))
+            and all(np.array_equal(getattr(self, k), getattr(other, k)) for k in ("center", "linear", "offset"))
         )

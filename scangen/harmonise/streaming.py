@@ -31,7 +31,7 @@ def fit_positions_array(fit_positions: np.ndarray, n_bags: int) -> np.ndarray:
             raise ValueError(f"fit_positions: boolean mask has shape {pos.shape}, expected ({n_bags},)")
         pos = np.flatnonzero(pos)
     if pos.ndim != 1 or (pos.size and not np.issubdtype(pos.dtype, np.integer)):
-        raise ValueError(f"fit_positions: expected a 1-D array of bag positions, got dtype {pos.dtype} shape {pos.shape}")
+        raise ValueError(f"fit_positions: expected a 1-D array of bag positions, got {pos.dtype} {pos.shape}")
     pos = pos.astype(np.int64, copy=False)
     if pos.size == 0:
         raise ValueError("fit_positions: empty; harmonisation needs training slides to fit on")
@@ -96,7 +96,9 @@ def _bag_starts(lengths: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
 
-def scanner_means(bags: _BagArrays, positions: np.ndarray, codes: np.ndarray, n_scanners: int) -> tuple[np.ndarray, np.ndarray]:
+def scanner_means(
+    bags: _BagArrays, positions: np.ndarray, codes: np.ndarray, n_scanners: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Patch-weighted mean feature per scanner over the bags at `positions`: ((B, D) float64, (B,) counts).
 
     `codes` (len(positions),) is each fit bag's scanner index. Scanners without patches raise.
