@@ -8,6 +8,8 @@ everywhere (the GT450 20x scans are a scanner of their own, never merged with GT
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -62,3 +64,35 @@ def primary_scanners(slides: pl.DataFrame, cohort: str | None = "multiscanner") 
     top = rows["magnification"].max()
     names = rows.filter(pl.col("magnification") == top)["scanner"].cast(pl.String).to_list()
     return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class MagnificationPair:
+    """A scanner that scanned `n_specimens` specimens at both `high` and `low` magnification."""
+
+    scanner: str
+    high: int
+    low: int
+    n_specimens: int
+    n_unpaired: int
+    """Specimens of the scanner scanned at only one of the two magnifications."""
+
+
+def magnification_pairs_of(slides: pl.DataFrame) -> tuple[MagnificationPair, ...]:
+    """Every (scanner, its highest magnification, another magnification) with at least one specimen
+    scanned at both, found in a slides (or predictions) table; sorted by scanner then magnification."""
+    missing = {"scanner", "magnification", "specimen_id"} - set(slides.columns)
+    if missing:
+        raise ValueError(f"slides: expected columns {sorted(missing)} to find magnification pairs")
+    out = []
+    per_scanner = slides.select("scanner", "magnification", "specimen_id").unique()
+    for scanner in sorted(set(per_scanner["scanner"].to_list())):
+        rows = per_scanner.filter(pl.col("scanner") == scanner)
+        mags = sorted(set(rows["magnification"].to_list()), reverse=True)
+        for low in mags[1:]:
+            hi_spec = set(rows.filter(pl.col("magnification") == mags[0])["specimen_id"].to_list())
+            lo_spec = set(rows.filter(pl.col("magnification") == low)["specimen_id"].to_list())
+            both = hi_spec & lo_spec
+            if both:
+                out.append(MagnificationPair(str(scanner), int(mags[0]), int(low), len(both), len(hi_spec ^ lo_spec)))
+    return tuple(out)

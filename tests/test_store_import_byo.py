@@ -129,6 +129,11 @@ def test_plismbench_folder_embedding_only_with_registered_tiles(tmp_path: Path) 
 
     result = cross_scanner_retrieval_bags(reg, magnification=20)
     assert result.pairs.height == 3  # scanner pairs of 3 scanners
+    from scangen.experiments.scanner_bias import MISSING_PATCH_LABELS, embedding_metrics
+
+    row = embedding_metrics(store, "h0-mini", bags, top_k=(1, 3))
+    assert np.isnan(row["robustness_index"]) and row["ri_missing"] == MISSING_PATCH_LABELS
+    assert row["tile_missing"] is None and 0 <= row["tile_top1"] <= 1 and 0 <= row["wsi_top1"] <= 1
 
 
 @QUIET
@@ -253,3 +258,18 @@ def test_command_line_import_and_vocabulary(tmp_path: Path, capsys: pytest.Captu
     assert main(["import", str(tmp_path / "plism"), "--store", str(tmp_path / "p"), "--fm", "h0",
                  "--plism-magnification", "20", "--min-specimens", "1"]) == 0
     assert read_meta(tmp_path / "p")["task"] is None and load_registered(tmp_path / "p", "h0").dim == DIM
+
+
+@QUIET
+def test_data_step_imports_once_and_reports_the_vocabulary(tmp_path: Path) -> None:
+    from scangen.experiments import data
+
+    manifest = _cohort([("CS2", 25), ("S210", 25), ("S210", 10)])
+    _trident(tmp_path / "f", manifest)
+    manifest.write_csv(tmp_path / "m.csv")
+    kw = dict(import_from=tmp_path / "f", manifest=tmp_path / "m.csv", import_fm="fm", import_options={"task": "msi"})
+    assert data.prepare_store(tmp_path / "s", "tiny", 0, **kw) == (tmp_path / "s", "imported")
+    assert data.prepare_store(tmp_path / "s", "tiny", 0, **kw) == (tmp_path / "s", "existing")
+    doc = data.data_json(data.cohort_tables(tmp_path / "s"), tmp_path / "s", "existing")
+    assert doc["vocabulary"]["task"] == "msi" and doc["vocabulary"]["two_magnification_scanners"] == ["S210"]
+    assert doc["vocabulary"]["primary_magnification"] == 25 and json.dumps(doc)

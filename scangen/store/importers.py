@@ -32,7 +32,7 @@ from .staging import check_target, copy_store_header, is_store, publish_model, p
 from .vocabulary import slides_vocabulary, task_of_meta
 from .writer import write_embeddings, write_meta, write_registered, write_slides
 
-__all__ = ["FORMATS", "MANIFEST_SYNONYMS", "import_features", "manifest_to_slides", "plism_manifest"]
+__all__ = ["FORMATS", "MANIFEST_SYNONYMS", "import_features", "import_is_current", "manifest_to_slides", "plism_manifest"]
 
 
 @dataclass
@@ -181,6 +181,23 @@ def _existing_mode(store: Path, slides: pl.DataFrame, task: str | None, fm: str,
             f"{store}: model {fm!r} is already imported; pass overwrite=True (command line: --overwrite) to replace it"
         )
     return "add"
+
+
+def import_is_current(features_dir: Path | str | Sequence[Path | str], manifest: ManifestInput, store: Path | str,
+                      fm: str, *, task: str | None = "auto", scanner_aliases: Mapping[str, str] | None = None,
+                      default_cohort: str = DEFAULT_COHORT) -> bool:
+    """True when `store` already holds model `fm` imported from these folders with this manifest's slides
+    and task (a pipeline rerun then reuses the store instead of importing again)."""
+    store = Path(store)
+    if not is_store(store):
+        return False
+    meta = read_meta(store)
+    dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]
+    record = meta.get("imports", {}).get(fm)
+    if meta["simulated"] or fm not in meta["models"] or not record or record.get("sources") != [str(d) for d in dirs]:
+        return False
+    slides, task_name = manifest_to_slides(manifest, task, scanner_aliases, default_cohort)
+    return task_of_meta(meta) == task_name and not _same_slides(read_slides(store), slides)
 
 
 def import_features(

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from scangen.constants import SCANNER_ALIASES, SCANNER_NAMES
+from scangen.scan_labels import MagnificationPair, magnification_pairs_of, primary_scanners
 
 from .schema import StoreValidationError
 
@@ -101,38 +102,6 @@ def read_task_column(store: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class MagnificationPair:
-    """A scanner that scanned `n_specimens` specimens at both `high` and `low` magnification."""
-
-    scanner: str
-    high: int
-    low: int
-    n_specimens: int
-    n_unpaired: int
-    """Specimens of the scanner scanned at only one of the two magnifications."""
-
-
-def magnification_pairs_of(slides: pl.DataFrame) -> tuple[MagnificationPair, ...]:
-    """Every (scanner, its highest magnification, another magnification) with at least one specimen
-    scanned at both, found in a slides (or predictions) table; sorted by scanner then magnification."""
-    missing = {"scanner", "magnification", "specimen_id"} - set(slides.columns)
-    if missing:
-        raise ValueError(f"slides: expected columns {sorted(missing)} to find magnification pairs")
-    out = []
-    per_scanner = slides.select("scanner", "magnification", "specimen_id").unique()
-    for scanner in sorted(set(per_scanner["scanner"].to_list())):
-        rows = per_scanner.filter(pl.col("scanner") == scanner)
-        mags = sorted(set(rows["magnification"].to_list()), reverse=True)
-        for low in mags[1:]:
-            hi_spec = set(rows.filter(pl.col("magnification") == mags[0])["specimen_id"].to_list())
-            lo_spec = set(rows.filter(pl.col("magnification") == low)["specimen_id"].to_list())
-            both = hi_spec & lo_spec
-            if both:
-                out.append(MagnificationPair(str(scanner), int(mags[0]), int(low), len(both), len(hi_spec ^ lo_spec)))
-    return tuple(out)
-
-
-@dataclass(frozen=True)
 class Vocabulary:
     """What a store holds, read from its data.
 
@@ -173,8 +142,6 @@ def slides_vocabulary(slides: pl.DataFrame, task: str | None = DEFAULT_TASK,
                       models: tuple[str, ...] = ()) -> Vocabulary:
     """The vocabulary of a slides table (multiscanner cohort rows decide the primary scanners and the
     magnification pairs; a store without multiscanner rows uses all rows)."""
-    from scangen.scan_labels import primary_scanners
-
     if slides.height == 0:
         raise ValueError("slides: no slide, no vocabulary")
     multi = slides.filter(pl.col("cohort") == "multiscanner") if "cohort" in slides.columns else slides
