@@ -256,8 +256,9 @@ def test_command_line_import_and_vocabulary(tmp_path: Path, capsys: pytest.Captu
     assert main(bad) == 2 and not (tmp_path / "t").exists()
     _plism(tmp_path / "plism")
     assert main(["import", str(tmp_path / "plism"), "--store", str(tmp_path / "p"), "--fm", "h0",
-                 "--plism-magnification", "20", "--min-specimens", "1"]) == 0
+                 "--plism-magnification", "20", "--min-specimens", "1", "--dtype", "float16"]) == 0
     assert read_meta(tmp_path / "p")["task"] is None and load_registered(tmp_path / "p", "h0").dim == DIM
+    assert load_bags(tmp_path / "p", "h0", dtype=None).features.dtype == np.float16
 
 
 @QUIET

@@ -4,6 +4,7 @@
         [--format auto|trident|clam|plismbench] [--task msi | --no-task] [--alias "UFS-B300=B300" ...]
         [--alias-file aliases.csv] [--patch-label tissue_class] [--patch-labels labels.parquet]
         [--registered | --no-registered] [--plism-magnification 20] [--min-specimens 10] [--overwrite]
+        [--dtype float16|float32]
 
 Errors are printed as one line (the StoreValidationError's message, naming file, column and ids)
 with exit status 2; warnings are printed as they occur.
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--min-specimens", type=int, default=MIN_SPECIMENS_PER_SCANNER,
                      help="warn about scanners with fewer specimens than this")
     imp.add_argument("--overwrite", action="store_true", help="replace the model, or the store when its slides differ")
+    imp.add_argument("--dtype", choices=("float16", "float32"), help="store the features in this precision")
     voc = sub.add_parser("vocabulary", help="print a store's vocabulary as JSON")
     voc.add_argument("store")
     return parser
@@ -82,7 +84,7 @@ def _run_import(args: argparse.Namespace) -> None:
         [Path(f) for f in args.features], manifest, Path(args.store), args.fm, args.format, task=task,
         scanner_aliases=_aliases(args.alias, args.alias_file), patch_label=args.patch_label,
         patch_labels=args.patch_labels, registered=args.registered, overwrite=args.overwrite,
-        min_specimens_per_scanner=args.min_specimens,
+        min_specimens_per_scanner=args.min_specimens, dtype=args.dtype,
     )
     print(f"imported {args.fm} into {store}")
 

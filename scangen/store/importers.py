@@ -72,7 +72,7 @@ def _match_files(ids: list[str], files: dict[str, Path], fmt: str, dirs: list[Pa
 
 
 def _read_patches(ids: list[str], files: dict[str, Path], fmt: str, patch_label: str | None,
-                  ) -> tuple[_Patches, list[np.ndarray | None]]:
+                  dtype: str | None = None) -> tuple[_Patches, list[np.ndarray | None]]:
     slides: list[SlideFeatures] = [read_slide(files[s], fmt, patch_label) for s in ids]
     dims = {s: a.features.shape[1] for s, a in zip(ids, slides)}
     if len(set(dims.values())) > 1:
@@ -81,7 +81,10 @@ def _read_patches(ids: list[str], files: dict[str, Path], fmt: str, patch_label:
             f"feature files: features of mixed dimension; slide ids differing from D = {common}: "
             f"{format_ids([s for s, d in dims.items() if d != common])}"
         )
-    dtype = np.float16 if all(a.features.dtype == np.float16 for a in slides) else np.float32
+    if dtype is None:
+        dtype = np.float16 if all(a.features.dtype == np.float16 for a in slides) else np.float32
+    elif dtype not in ("float16", "float32"):
+        raise StoreValidationError(f"dtype: expected 'float16', 'float32' or None (keep), got {dtype!r}")
     features = np.concatenate([a.features.astype(dtype, copy=False) for a in slides])
     offsets = np.concatenate([[0], np.cumsum([len(a.features) for a in slides])]).astype(np.int64)
     no_coords = [s for s, a in zip(ids, slides) if a.coords is None]
@@ -215,6 +218,7 @@ def import_features(
     overwrite: bool = False,
     default_cohort: str = DEFAULT_COHORT,
     min_specimens_per_scanner: int = MIN_SPECIMENS_PER_SCANNER,
+    dtype: str | None = None,
 ) -> Path:
     """Import one model's features for every manifest slide into `store`; returns `store`.
 
@@ -223,7 +227,8 @@ def import_features(
     scanner_aliases: your scanner names -> codes. patch_label: name of the per-patch label dataset in
     the feature files or the column of the `patch_labels` side table. registered: write registered
     tiles (None: only for plismbench). overwrite: replace model `fm` in the store, or the whole store
-    when its slides differ. Nothing is written when anything fails.
+    when its slides differ. dtype: "float16" halves the store (None keeps float16 files as float16,
+    else float32). Nothing is written when anything fails.
     """
     dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]
     for d in dirs:
@@ -237,7 +242,7 @@ def import_features(
     _match_files(ids, files, fmt, dirs)
     mode = _existing_mode(store, slides, task_name, fm, overwrite)
 
-    patches, file_labels = _read_patches(ids, files, fmt, patch_label)
+    patches, file_labels = _read_patches(ids, files, fmt, patch_label, dtype)
     _check_coords(patches, fmt, dirs, registered, fm)
     tissue, label_record = _patch_labels(patches, file_labels, ids, patch_label, patch_labels)
     tile_id = _tile_ids(patches, slides, registered)
