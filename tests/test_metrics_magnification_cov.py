@@ -36,3 +36,20 @@ def test_cov_pools_every_pair_and_reports_not_available() -> None:
     single = _pred().filter(pl.col("scanner") == "X")
     assert not magnification_cov_available(single) and np.isnan(magnification_cov(single))
     assert magnification_cov_per_specimen(single).height == 0
+
+
+def test_summary_on_a_25x_store_without_a_pair_reports_mag_cov_not_available() -> None:
+    from scangen.metrics import summarize_predictions
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(12):
+        split = ("val", "test")[s % 2]
+        for scanner in ("CS2", "S210"):
+            rows.append({"slide_id": f"{s}-{scanner}", "specimen_id": f"p{s}", "scanner": scanner, "magnification": 25,
+                         "cohort": "multiscanner", "split": split, "egfr": (s // 2) % 2,
+                         "logit": float((s // 2) % 2 + rng.normal(0, 0.3))})
+    out = summarize_predictions(pl.DataFrame(rows), n_boot=20)
+    assert out["n_slides"] == 12 and np.isnan(out["mag_cov"]) and out["mag_cov_pairs"] == []
+    with_pair = pl.DataFrame(rows + [{**rows[2], "slide_id": "x", "magnification": 10, "logit": 0.0}])
+    assert summarize_predictions(with_pair, n_boot=20)["mag_cov_pairs"] == ["CS2 25x/10x"]

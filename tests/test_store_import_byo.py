@@ -50,7 +50,10 @@ def _trident(folder: Path, manifest: pl.DataFrame, seed: int = 0, n: int = 5, na
             f["features"] = feats
             if coords:
                 f["coords"] = np.stack([np.arange(n) * 256, np.arange(n) * 512], axis=1)
-            if labels:
+            if labels == "region":  # text labels, as h5py variable-length strings
+                f.create_dataset(labels, data=np.array(["tumour", "stroma", "fat"] * n)[:n].astype(object),
+                                 dtype=h5py.string_dtype())
+            elif labels:
                 f[labels] = np.arange(n) % 3
 
 
@@ -142,6 +145,10 @@ def test_patch_labels_from_files_and_side_table(tmp_path: Path) -> None:
     _trident(tmp_path / "f", manifest, labels="tissue_class")
     store = import_features(tmp_path / "f", manifest, tmp_path / "a", "fm", task="msi")
     assert load_bags(store, "fm").tissue_class.tolist()[:5] == [0, 1, 2, 0, 1]
+    _trident(tmp_path / "h", manifest, labels="region")
+    store = import_features(tmp_path / "h", manifest, tmp_path / "h-store", "fm", task="msi", patch_label="region")
+    assert read_meta(store)["imports"]["fm"]["patch_label"]["classes"] == ["fat", "stroma", "tumour"]
+    assert load_bags(store, "fm").tissue_class.tolist()[:5] == [2, 1, 0, 2, 1]
     _trident(tmp_path / "g", manifest)
     names = np.array(["tumour", "stroma", "fat", "tumour", "stroma"])
     side = pl.DataFrame({"slide_id": np.repeat(manifest["slide_id"].to_numpy(), 5),

@@ -146,7 +146,9 @@ def _patch_label(path: Path, name: str | None, n: int) -> np.ndarray | None:
     labels = labels.reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
     if labels.shape != (n,):
         raise StoreValidationError(f"{path}: dataset {name!r} has shape {labels.shape}, expected ({n},) patch labels")
-    return labels.astype(str) if labels.dtype.kind in "SO" else labels
+    if labels.dtype.kind == "O":  # h5py variable-length strings come back as bytes objects
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in labels])
+    return labels.astype(str) if labels.dtype.kind == "S" else labels
 
 
 def _read_pt(path: Path) -> np.ndarray:
