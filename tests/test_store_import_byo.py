@@ -24,7 +24,7 @@ from scangen.store.cli import main
 from scangen.store.importers import import_features, plism_manifest
 
 DIM = 4
-QUIET = pytest.mark.filterwarnings("ignore:manifest. column:UserWarning")
+QUIET = pytest.mark.filterwarnings("ignore:.*column .(specimen_id|scanner).:UserWarning")
 
 
 def _cohort(scanners: list[tuple[str, int]], n_specimens: int = 4, task: str = "msi") -> pl.DataFrame:

@@ -17,7 +17,7 @@ from scangen.store import StoreValidationError, load_bags, read_meta, read_slide
 from scangen.store.importers import import_features
 from scangen.store.manifest import manifest_to_slides
 
-pytestmark = pytest.mark.filterwarnings("ignore:manifest. column:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*column .(specimen_id|scanner).:UserWarning")
 IDS = ["TCGA-A", "TCGA-B", "CPTAC-C"]
 
 

@@ -24,7 +24,7 @@ import polars as pl
 
 from .cohort_checks import MIN_SPECIMENS_PER_SCANNER, check_cohort, warn_cohort
 from .formats import FORMATS, SlideFeatures, feature_files, read_slide
-from .manifest import DEFAULT_COHORT, MANIFEST_SYNONYMS, ManifestInput, manifest_to_slides
+from .manifest import DEFAULT_COHORT, MANIFEST_SYNONYMS, ManifestInput, manifest_source, manifest_to_slides
 from .patch_labels import encode, labels_from_table, read_side_table
 from .reader import read_meta, read_slides
 from .schema import SLIDE_COLUMNS, StoreValidationError, format_ids
@@ -37,8 +37,8 @@ __all__ = ["FORMATS", "MANIFEST_SYNONYMS", "import_features", "import_is_current
 
 @dataclass
 class _Patches:
-    """Every imported patch, slides in manifest order: features (N, D), offsets, coords (N, 2), the
-    slides without coordinates, encoded patch labels and their classes, registration keys."""
+    """Every imported patch, slides in manifest order: features (N, D), offsets (n + 1,), coords (N, 2)
+    (zeros for the slides listed in no_coords), plismbench registration keys (N, 3) or None."""
 
     features: np.ndarray
     offsets: np.ndarray
@@ -247,7 +247,7 @@ def import_features(
     tissue, label_record = _patch_labels(patches, file_labels, ids, patch_label, patch_labels)
     tile_id = _tile_ids(patches, slides, registered)
     check = check_cohort(slides, min_specimens_per_scanner)
-    warn_cohort(check, "manifest")
+    warn_cohort(check, manifest_source(manifest))
 
     record = {"format": fmt, "sources": [str(d) for d in dirs],
               "coords": "missing" if patches.no_coords else "from files", "slides_without_coords": patches.no_coords,

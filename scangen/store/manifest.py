@@ -49,6 +49,12 @@ def _read_one(manifest: Path | str | pl.DataFrame, k: int) -> tuple[pl.DataFrame
     raise StoreValidationError(f"{path}: manifest must be a .csv or .parquet file")
 
 
+def manifest_source(manifest: ManifestInput) -> str:
+    """How messages name the manifest(s): the file path(s), or 'manifest DataFrame'."""
+    items = [manifest] if isinstance(manifest, (str, Path, pl.DataFrame)) else list(manifest)
+    return " + ".join("manifest DataFrame" if isinstance(m, pl.DataFrame) else str(m) for m in items)
+
+
 def read_manifests(manifest: ManifestInput) -> tuple[pl.DataFrame, str]:
     """One table from one or several manifests (same columns); a slide id in two files is an error."""
     items = [manifest] if isinstance(manifest, (str, Path, pl.DataFrame)) else list(manifest)
