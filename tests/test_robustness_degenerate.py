@@ -72,3 +72,8 @@ def test_bags_helpers_use_the_primary_magnification_and_explain_missing_labels()
     with pytest.raises(ValueError, match="import per-patch labels"):
         rb.robustness_index_bags(unlabelled, level="patch")
     assert rb.wsi_retrieval_bags(bags25).n_queries == 18
+    reg25 = type(reg)(slides, reg.features, reg.offsets, reg.tile_id, reg.tissue_class)
+    pairs = rb.cross_scanner_retrieval_bags(reg25).pairs  # labelled by bare names at the primary 25x
+    assert sorted(set(pairs["scanner_a"]) | set(pairs["scanner_b"])) == ["AT2", "GT450", "P1000"]
+    both = rb.cross_scanner_retrieval_bags(reg25, magnification=None).pairs
+    assert "GT450@10x" in set(both["scanner_b"]) | set(both["scanner_a"])

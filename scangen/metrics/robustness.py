@@ -8,8 +8,8 @@ The array functions take any (n, D) embedding (raw FM patches, mean embedding pe
 output). The `*_bags` helpers here read `scangen.store.Bags` / `RegisteredBags`: they keep the
 scans of one cohort at one magnification (by default the multi-scanner cohort at its primary, i.e.
 highest, magnification, where each scanner appears once per specimen), say how many slides they
-kept, and build per-row labels (scanners by `scangen.scan_labels.scanner_labels`: 'GT450@20x' when
-20x scans are kept).
+kept, and build per-row labels (scanners by `scangen.scan_labels.scanner_labels`, the bare name at
+the highest magnification kept: 'GT450@20x' when 20x scans are kept beside 40x ones).
 """
 
 from __future__ import annotations
@@ -91,6 +91,13 @@ def select_scans(bags, cohort: str | None = "multiscanner", magnification: Magni
     return bags if keep.all() else bags.select(np.flatnonzero(keep))
 
 
+def scan_labels(slides: pl.DataFrame) -> np.ndarray:
+    """Scanner label per slide, the bare name at the highest magnification present ('GT450@20x' below)."""
+    if "magnification" not in slides.columns or slides.height == 0:
+        return scanner_labels(slides)
+    return scanner_labels(slides, base=int(slides["magnification"].max()))
+
+
 @dataclass(frozen=True)
 class PatchTable:
     """Per-row arrays of a set of bags: features (m, D) and the labels of each row."""
@@ -121,7 +128,7 @@ def patch_table(bags, max_patches_per_slide: int | None = None, seed: int = 0) -
     tissue = getattr(bags, "tissue_class", None)
     return PatchTable(
         features=np.asarray(bags.features[rows], dtype=np.float32),
-        scanner=scanner_labels(bags.slides)[slide_of_row[rows]],
+        scanner=scan_labels(bags.slides)[slide_of_row[rows]],
         specimen=bags.slides["specimen_id"].cast(str).to_numpy()[slide_of_row[rows]],
         slide_index=slide_of_row[rows],
         tissue_class=None if tissue is None else np.asarray(tissue)[rows],
@@ -167,7 +174,7 @@ def robustness_index_bags(
         return robustness_index(
             sel.mean_embeddings(),
             sel.slides[label].to_numpy(),
-            scanner_labels(sel.slides),
+            scan_labels(sel.slides),
             sel.slides["specimen_id"].cast(str).to_numpy(),
             k,
             k_candidates,
@@ -191,7 +198,7 @@ def cross_scanner_retrieval_bags(
     return cross_scanner_retrieval(
         sel.features,
         np.asarray(sel.tile_id),
-        scanner_labels(sel.slides)[slide_of_row],
+        scan_labels(sel.slides)[slide_of_row],
         sel.slides["specimen_id"].cast(str).to_numpy()[slide_of_row],
         ks,
         pool=pool,
@@ -222,7 +229,7 @@ def scanner_predictability_bags(
     sel = select_scans(bags, cohort, magnification)
     return scanner_predictability(
         sel.mean_embeddings(),
-        scanner_labels(sel.slides),
+        scan_labels(sel.slides),
         sel.slides["specimen_id"].cast(str).to_numpy(),
         n_splits=n_splits,
         seed=seed,
