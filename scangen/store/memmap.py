@@ -49,8 +49,6 @@ CACHE_DIR = "memmap"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 RELEASE_BYTES = 256 << 20
 """Mapped bytes a reader may touch before its pages are handed back to the page cache (MappedPages)."""
-_MEANS_CHUNK_ROWS = 8192
-"""Rows upcast to float32 at a time while summing slide means during the build."""
 
 
 def parquet_fingerprint(path: Path) -> dict:
@@ -143,35 +141,36 @@ class _NpyWriter:
 
 
 class _SlideSums:
-    """Per-slide float32 sums accumulated row by row in file order, chunk by chunk.
+    """Per-slide float32 sums, fed row group by row group in file order.
 
-    A slide cut by a chunk boundary carries its partial sum into the next chunk's first row, so each
-    sum is the same sequential float32 accumulation `np.add.reduceat` makes over the whole array
-    (Bags.mean_embeddings), bit for bit.
+    Each slide is summed by one `np.add.reduceat` over its complete rows upcast to float32, the
+    exact operation Bags.mean_embeddings makes on an in-memory float32 array (numpy's reduction
+    order inside a segment is its own, so a slide cut by a row-group edge waits, as float16 rows,
+    until its last row arrives instead of carrying a partial sum). Memory: one row group plus the
+    pending rows of one slide.
     """
 
     def __init__(self, offsets: np.ndarray, dim: int):
         self.offsets = offsets
         self.sums = np.zeros((len(offsets) - 1, dim), dtype=np.float32)
-        self.carry: np.ndarray | None = None
+        self.pending: list[np.ndarray] = []
+        self.start = 0  # first row of the pending slide (a slide start)
 
-    def add(self, rows: np.ndarray, start: int) -> None:
-        for a in range(0, len(rows), _MEANS_CHUNK_ROWS):
-            self._add(rows[a : a + _MEANS_CHUNK_ROWS], start + a)
-
-    def _add(self, rows: np.ndarray, start: int) -> None:
-        stop = start + len(rows)
-        x = rows.astype(np.float32)
-        if self.carry is not None:
-            x[0] = self.carry + x[0]
-        inner = self.offsets[(self.offsets > start) & (self.offsets < stop)] - start
-        bounds = np.concatenate([[0], inner]).astype(np.int64)
-        seg = np.add.reduceat(x, bounds, axis=0)
-        first = int(np.searchsorted(self.offsets, start, side="right") - 1)
-        ends_here = stop == self.offsets[first + len(bounds)] if first + len(bounds) < len(self.offsets) else False
-        done = len(bounds) if ends_here else len(bounds) - 1
-        self.sums[first : first + done] = seg[:done]
-        self.carry = None if ends_here else seg[-1]
+    def add(self, rows: np.ndarray) -> None:
+        """Rows following those already added."""
+        self.pending.append(np.array(rows, copy=True) if self.pending else rows)
+        stop = self.start + sum(len(p) for p in self.pending)
+        first = int(np.searchsorted(self.offsets, self.start, side="right") - 1)
+        last = int(np.searchsorted(self.offsets, stop, side="right") - 1)  # slides first..last-1 are complete
+        if last == first:
+            if len(self.pending) == 1:
+                self.pending = [np.array(rows, copy=True)]
+            return
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        cut = int(self.offsets[last] - self.start)
+        self.sums[first:last] = np.add.reduceat(block[:cut].astype(np.float32), self.offsets[first:last] - self.start, axis=0)
+        self.pending = [np.array(block[cut:], copy=True)] if cut < len(block) else []
+        self.start = int(self.offsets[last])
 
 
 def _build(store: Path, fm: str, tmp: Path) -> None:
@@ -218,7 +217,7 @@ def _build(store: Path, fm: str, tmp: Path) -> None:
         coords.append(np.column_stack([cols["x"], cols["y"]]))
         if tissue is not None:
             tissue.append(cols["tissue_class"])
-        sums.add(emb, start)
+        sums.add(emb)
         start = stop
     if feats is None:
         raise StoreValidationError(f"{bag_file.source}: the table has no rows")
