@@ -78,7 +78,7 @@ def test_mapped_bags_equal_in_memory_bags(sim_store: Path) -> None:
 
 def test_second_load_reuses_the_cache(sim_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_bags(sim_store, FM, mmap=True)
-    monkeypatch.setattr(mm, "_build", lambda *a: pytest.fail("cache rebuilt although the table is unchanged"))
+    monkeypatch.setattr(mm, "build_cache", lambda *a: pytest.fail("cache rebuilt although the table is unchanged"))
     load_bags(sim_store, FM, mmap=True)
 
 
@@ -171,13 +171,13 @@ def test_changed_parquet_table_rebuilds_the_cache(tmp_path: Path) -> None:
 
 _KILL_DURING_BUILD = textwrap.dedent("""
     import os, signal, sys
-    import scangen.store.memmap as mm
+    import scangen.store.memmap_build as mb
     from scangen.store import load_bags
-    real = mm._NpyWriter.append
+    real = mb._NpyWriter.append
     def append(self, rows):
         real(self, rows)
         os.kill(os.getpid(), signal.SIGKILL)  # die with the features half written
-    mm._NpyWriter.append = append
+    mb._NpyWriter.append = append
     load_bags(sys.argv[1], sys.argv[2], mmap=True)
 """)
 
@@ -202,7 +202,7 @@ def test_failed_build_removes_its_folder(tmp_path: Path, monkeypatch: pytest.Mon
     def boom(*_a):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mm, "_build", boom)
+    monkeypatch.setattr(mm, "build_cache", boom)
     with pytest.raises(KeyboardInterrupt):
         load_bags(store, "toy-sim", mmap=True)
     assert list((store / mm.CACHE_DIR).iterdir()) == []
