@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from scangen.store.bags import Bags
-from scangen.store.memmap import MappedPages
+from scangen.store.memmap import MappedPages, return_large_buffers
 
 DEVICE_MEMORY_SHARE = 0.5
 """Largest share of free accelerator memory the feature tensor may take before it stays on the host."""
@@ -65,6 +65,8 @@ class BagTensors:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             feats = torch.from_numpy(np.ascontiguousarray(bags.features))
         storage = device if pages is None else torch.device("cpu")
+        if pages is not None:  # bounded memory: batch buffers must not stay behind as heap holes
+            return_large_buffers()
         if device.type == "cuda" and pages is None:
             free, _ = torch.cuda.mem_get_info(device)
             if feats.numel() * feats.element_size() > DEVICE_MEMORY_SHARE * free:
@@ -145,7 +147,7 @@ def collate(
         rows = rows.masked_fill(~mask, 0)
     x = bt.features.index_select(0, rows.reshape(-1))
     if bt.pages is not None:
-        bt.pages.read(rows.numel())
+        bt.pages.read(rows)
     x = x.to(bt.device, dtype=torch.float32, non_blocking=True)
     mask = mask.to(bt.device, non_blocking=True)
     if padded:  # writes the padded rows only
