@@ -113,8 +113,16 @@ class _BagArrays:
             values[name] = None if arr is None else arr[rows]
         return type(self)(**values)
 
+    def attach_means(self, means: np.ndarray) -> None:
+        """Use `means` (n, D), precomputed with mean_embeddings' arithmetic (the memory-mapped cache's
+        slide summaries), instead of reading every patch; ignored once `features` is replaced."""
+        self._means = (self.features, np.asarray(means, dtype=np.float32))
+
     def mean_embeddings(self) -> np.ndarray:
         """Mean patch embedding of every bag, (n, D) float32 (sums accumulated in float32)."""
+        cached = getattr(self, "_means", None)
+        if cached is not None and cached[0] is self.features and len(cached[1]) == len(self):
+            return cached[1].copy()
         lengths = self.lengths
         if np.any(lengths == 0):
             empty = self.slides.filter(pl.Series(lengths == 0))["slide_id"].to_list()

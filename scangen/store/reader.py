@@ -245,11 +245,20 @@ def _check_dtype(dtype) -> np.dtype | None:
     return dt
 
 
-def load_bags(store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtype=np.float32) -> Bags:
+def load_bags(
+    store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtype=np.float32, *, mmap: bool = False
+) -> Bags:
     """Bags of model `fm`, validated; all slides in slides.parquet order, or `slide_ids` in that order.
 
     dtype: float32 (default), float16, or None to keep the stored type.
+    mmap: True returns features as a read-only float16 memory map of the derived cache beside the
+    store (built on first use, `scangen.store.memmap`; `dtype` is then not applied: consumers cast
+    per batch), so memory does not grow with the cohort.
     """
+    if mmap:
+        from .memmap import load_mapped_bags
+
+        return load_mapped_bags(store, fm, slide_ids)
     store = Path(store)
     expected_dim = _meta_dim(store, fm)
     slides = read_slides(store)
