@@ -94,7 +94,7 @@ class ExperimentSession:
         if fm not in self._bags:
             while len(self._bags) >= self.keep_fms:
                 self._bags.popitem(last=False)
-            self._bags[fm] = load_bags(self.store, fm)
+            self._bags[fm] = load_bags(self.store, fm, mmap=True)
         self._bags.move_to_end(fm)
         return self._bags[fm]
 

@@ -113,8 +113,16 @@ class _BagArrays:
             values[name] = None if arr is None else arr[rows]
         return type(self)(**values)
 
+    def attach_means(self, means: np.ndarray) -> None:
+        """Use `means` (n, D), precomputed with mean_embeddings' arithmetic (the memory-mapped cache's
+        slide summaries), instead of reading every patch; ignored once `features` is replaced."""
+        self._means = (self.features, np.asarray(means, dtype=np.float32))
+
     def mean_embeddings(self) -> np.ndarray:
         """Mean patch embedding of every bag, (n, D) float32 (sums accumulated in float32)."""
+        cached = getattr(self, "_means", None)
+        if cached is not None and cached[0] is self.features and len(cached[1]) == len(self):
+            return cached[1].copy()
         lengths = self.lengths
         if np.any(lengths == 0):
             empty = self.slides.filter(pl.Series(lengths == 0))["slide_id"].to_list()
@@ -130,7 +138,9 @@ class Bags(_BagArrays):
     """Patch-embedding bags of one model.
 
     slides: one row per bag (slides.parquet columns); features: (N, D) float32 or float16;
-    offsets: (n + 1,) int64; coords: (N, 2) int32 level-0 (x, y); tissue_class: (N,) int8 or None.
+    offsets: (n + 1,) int64; coords: (N, 2) int32 level-0 (x, y); tissue_class: (N,) int8 or None;
+    task_label: the task's name (meta.json; None for an embedding-only store). The label itself is
+    the slides column `egfr` whatever the task's name.
     """
 
     slides: pl.DataFrame
@@ -138,6 +148,7 @@ class Bags(_BagArrays):
     offsets: np.ndarray
     coords: np.ndarray
     tissue_class: np.ndarray | None = None
+    task_label: str | None = "egfr"
 
     _ROW_FIELDS = ("coords", "tissue_class")
 

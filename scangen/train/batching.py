@@ -9,6 +9,7 @@ subset of `max_patches` patches (random keys + top-k per row); at inference ever
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from scangen.store.bags import Bags
+from scangen.store.memmap import MappedPages, return_large_buffers
 
 DEVICE_MEMORY_SHARE = 0.5
 """Largest share of free accelerator memory the feature tensor may take before it stays on the host."""
@@ -24,13 +26,16 @@ DEVICE_MEMORY_SHARE = 0.5
 @dataclass
 class BagTensors:
     """Bags as tensors: features (N_total, D) on `storage` device, offsets (n + 1,), lengths (n,),
-    slide-mean embeddings (n, D) float32 on the compute device `device`."""
+    slide-mean embeddings (n, D) float32 on the compute device `device`. Memory-mapped features
+    (`load_bags(..., mmap=True)`) stay a float16 map on the host whatever the device; `pages` then
+    bounds how much of the map stays resident (see scangen.store.memmap.MappedPages)."""
 
     features: Tensor
     offsets: Tensor
     lengths: Tensor
     means: Tensor
     device: torch.device
+    pages: MappedPages | None = None
 
     @property
     def storage(self) -> torch.device:
@@ -49,14 +54,20 @@ class BagTensors:
         """Move `bags` to `device` once (CPU: zero-copy view of the numpy arrays).
 
         On an accelerator the features stay on the host (pinned) when they exceed
-        DEVICE_MEMORY_SHARE of its free memory; batches are then copied per step.
+        DEVICE_MEMORY_SHARE of its free memory; batches are then copied per step. Memory-mapped
+        features are never copied whole (not to the device, not into pinned host memory).
         """
         lengths = bags.lengths
         if len(bags) and int(lengths.min()) == 0:
             raise ValueError("bags: every slide needs at least one patch; empty bags found")
-        feats = torch.from_numpy(np.ascontiguousarray(bags.features))
-        storage = device
-        if device.type == "cuda":
+        pages = MappedPages.of(bags.features)
+        with warnings.catch_warnings():  # a read-only map: torch warns that writes are unsupported
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            feats = torch.from_numpy(np.ascontiguousarray(bags.features))
+        storage = device if pages is None else torch.device("cpu")
+        if pages is not None:  # bounded memory: batch buffers must not stay behind as heap holes
+            return_large_buffers()
+        if device.type == "cuda" and pages is None:
             free, _ = torch.cuda.mem_get_info(device)
             if feats.numel() * feats.element_size() > DEVICE_MEMORY_SHARE * free:
                 storage = torch.device("cpu")
@@ -68,6 +79,7 @@ class BagTensors:
             lengths=torch.from_numpy(lengths.astype(np.int64)).to(storage),
             means=means,
             device=device,
+            pages=pages,
         )
 
 
@@ -134,6 +146,8 @@ def collate(
     if padded:  # padding slots read row 0 (always present), zeroed below
         rows = rows.masked_fill(~mask, 0)
     x = bt.features.index_select(0, rows.reshape(-1))
+    if bt.pages is not None:
+        bt.pages.read(rows)
     x = x.to(bt.device, dtype=torch.float32, non_blocking=True)
     mask = mask.to(bt.device, non_blocking=True)
     if padded:  # writes the padded rows only

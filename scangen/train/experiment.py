@@ -28,7 +28,7 @@ def load_experiment_bags(config: TrainConfig) -> Bags:
         raise ValueError("TrainConfig.store: expected the store folder when no bags are passed in")
     store = Path(config.store)
     read_meta(store)
-    return load_bags(store, config.fm)
+    return load_bags(store, config.fm, mmap=True)
 
 
 def prediction_table(result: TrainResult, include_task: bool = False) -> pl.DataFrame:

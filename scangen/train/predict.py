@@ -43,4 +43,6 @@ def predict_logits(
             out[batch] = logits.float().cpu().numpy()
     finally:
         model.train(was_training)
+        if bt.pages is not None:  # hand the evaluated slides' pages back (they stay in the page cache)
+            bt.pages.release()
     return out
