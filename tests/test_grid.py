@@ -46,15 +46,13 @@ def test_records_mix_cached_and_new_and_count(tiny_store: Path, tmp_path: Path):
     assert (s1.cache.hits, s1.cache.misses) == (0, 2)
     assert "cached" not in first.columns and any(c.startswith("diag_") for c in first.columns)
     s2 = _session(tiny_store, tmp_path / "c", max_ensemble=2)
-    grid = _grid(s2)
+    grid = _grid(s2, seeds=(0,))
     table = s2.run_table(grid + part[:1])  # a config repeated in one call trains once
-    assert table.height == len(grid) + 1 and (s2.cache.hits, s2.cache.misses) == (3, 6)
-    assert_frame_equal(table.filter(pl.col("config_hash").is_in(first["config_hash"].implode())).unique(
-        "config_hash", keep="first", maintain_order=True), first)
-    fresh = _session(tiny_store, tmp_path / "fresh", ensemble=False).run_table(grid)
+    assert table.height == len(grid) + 1 and (s2.cache.hits, s2.cache.misses) == (3, 2)
+    assert_frame_equal(table.head(2), first)  # cached rows equal the rows of the run that trained them
+    assert_frame_equal(table.tail(1), first.head(1))
     again = _session(tiny_store, tmp_path / "c").run_table(grid)
     assert_frame_equal(again, table.head(len(grid)))
-    assert set(fresh.columns) == set(table.columns)
     pred, cached = s2.run(grid[0])
     assert cached and pred.height > 0
 

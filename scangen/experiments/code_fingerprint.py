@@ -4,9 +4,10 @@ A hand-kept list of source files goes stale as soon as the trainer imports a new
 `scangen/scan_labels.py` and `scangen/metrics/scanner_variance.py`), and then a cached run computed
 with old code is served as if it were current. Instead the hashed files are derived from the code:
 starting at `ENTRY_MODULES`, every `import` / `from ... import` statement naming a `scangen` module is
-followed (statically, with `ast`, including imports inside functions, so lazily imported modules such
-as the harmonisation methods count too), and each imported module's parent packages (`__init__.py`,
-executed on import) are added. Static analysis over-approximates (an import inside a branch that never
+followed (statically, with `ast`, including imports inside functions, so lazily imported modules count
+too; a string literal spelling a package module, as in `importlib.import_module("scangen.harmonise")`,
+counts as an import), and each imported module's parent packages (`__init__.py`, executed on import)
+are added. Static analysis over-approximates (an import inside a branch that never
 runs still counts), which can only cause an unneeded retrain, never a stale hit.
 tests/test_experiments_cache_fingerprint.py runs real training in a fresh interpreter and checks that
 every `scangen` module it imported is in the closure.
@@ -20,6 +21,7 @@ import ast
 import functools
 import hashlib
 import platform
+import re
 from collections import deque
 from pathlib import Path
 from typing import Iterable
@@ -48,11 +50,15 @@ def module_file(name: str, package_dir: Path = PACKAGE_DIR, package: str = PACKA
     return file if parts[1:] and file.is_file() else None
 
 
-def _imported_names(source: str, module: str, is_package: bool) -> set[str]:
-    """Absolute names of every module (or module attribute) an import statement in `source` names."""
+def _imported_names(source: str, module: str, is_package: bool, package: str = PACKAGE) -> set[str]:
+    """Absolute names of every module (or module attribute) an import statement in `source` names, plus
+    every string literal spelling a dotted name in the package (`importlib.import_module("pkg.x")`)."""
     names: set[str] = set()
+    dotted = re.compile(rf"^{re.escape(package)}(\.[A-Za-z_][A-Za-z0-9_]*)*$")
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and dotted.match(node.value):
+            names.add(node.value)
+        elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -87,7 +93,7 @@ def import_closure(entries: Iterable[str] = ENTRY_MODULES, package_dir: Path = P
         if file is None:
             continue  # outside the package, or an attribute imported from a module (`from m import f`)
         found[name] = file
-        imported = _imported_names(file.read_text(), name, file.name == "__init__.py")
+        imported = _imported_names(file.read_text(), name, file.name == "__init__.py", package)
         queue.extend(n for n in (*imported, *_parents(name)) if n.split(".")[0] == package)
     return dict(sorted(found.items()))
 

@@ -19,6 +19,7 @@ a scheduler address (so a whole pipeline run can go to a cluster without changin
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import OrderedDict
@@ -30,10 +31,10 @@ import polars as pl
 import torch
 
 from scangen import metrics as M
-from scangen.constants import SCANNERS_40X
 from scangen.metrics.scanner_variance import scanner_variance
 from scangen.experiments.cache import RunCache, config_dict, store_fingerprint
 from scangen.metrics import summarize_predictions
+from scangen.scan_labels import primary_scanners
 from scangen.store import Bags, load_bags, read_meta
 from scangen.experiments.grid import GroupResult, GroupTask, LocalExecutor, plan_groups
 from scangen.train import TrainConfig
@@ -140,14 +141,20 @@ class ExperimentSession:
         return list(self.meta.get("models", {}))
 
     def config(self, **changes: Any) -> TrainConfig:
-        """The shared settings with `changes` applied. Baselines keep the default scanner subset, so a
-        baseline run is the same cached run whichever experiment asks for it."""
+        """The shared settings with `changes` applied. Baselines keep the default scanner subset (None: all
+        primary scanners), so a baseline run is the same cached run whichever experiment asks for it."""
         _check_fields(changes, "config changes")
         if changes.get("fm") is not None and changes["fm"] not in self.models:
             raise ValueError(f"fm: {changes['fm']!r} is not in store {self.store} (models {self.models})")
         if not changes.get("use_scangen", self.base.use_scangen):
-            changes.setdefault("scanner_subset", SCANNERS_40X)
+            changes.setdefault("scanner_subset", None)
         return self.base.replace(**changes)
+
+    @functools.cached_property
+    def primary_scanners(self) -> tuple[str, ...]:
+        """The store's primary-magnification scanners (ScanGen's default subset, the auc_<scanner> columns)."""
+        slides = pl.read_parquet(self.store / "slides.parquet", columns=["scanner", "magnification", "cohort"])
+        return primary_scanners(slides)
 
     def bags(self, fm: str) -> Bags:
         """All bags of `fm`, loaded once and kept while fewer than `keep_fms` other FMs are newer."""
@@ -262,12 +269,13 @@ class ExperimentSession:
         diagnostic column of the predictions (`diag_<name>`). `cached` is accepted from older callers and
         ignored: rows never record cache use."""
         del cached
+        subset = self.primary_scanners if config.scanner_subset is None else config.scanner_subset
         s = summarize_predictions(predictions, n_boot=self.n_boot, seed=config.seed)
         # too few test specimens for a bootstrap (tiny cohorts): the CI bounds are NaN, every other metric stays
         s["ci_note"] = "" if math.isfinite(s["auc_ci_low"]) else f"no bootstrap CI: {s['n_boot_skipped']} resamples lacked a class"
         row: dict[str, Any] = {
             "fm": config.fm, "head": config.head, "use_scangen": config.use_scangen, "seed": config.seed,
-            "scanner_subset": list(config.scanner_subset), "n_scanners": len(config.scanner_subset),
+            "scanner_subset": list(subset), "n_scanners": len(subset),
             "config_hash": config_hash(config), "code_fingerprint": self.cache.code_fp,
         }
         for k in ("auc", "auc_ci_low", "auc_ci_high", "scanner_cov", "mag_cov", "flip_rate", "threshold",
@@ -277,7 +285,7 @@ class ExperimentSession:
         row["scanner_cov_prob"] = M.scanner_cov(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), on="prob")
         variance = scanner_variance(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), test["scanner"].to_numpy())
         row.update({k: variance.as_row()[k] for k in VARIANCE_COLUMNS})
-        for scanner in SCANNERS_40X:
+        for scanner in self.primary_scanners:
             row[f"auc_{scanner}"] = s["per_scanner_auc"].get(scanner, float("nan"))
         for column in predictions.columns:
             if column.startswith("diag_"):
