@@ -15,7 +15,7 @@ from scangen.experiments.session import ExperimentSession, GridError, train_sett
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
-SETTINGS = train_settings(12, "cpu", {"eval_every": 6, "patience": 2, "max_patches_train": 16, "num_threads": 1})
+SETTINGS = train_settings(6, "cpu", {"eval_every": 3, "patience": 2, "max_patches_train": 16, "num_threads": 1})
 
 
 @pytest.fixture(scope="module")
