@@ -16,8 +16,12 @@ sweep, with the runs Table 1 shares with the others counted once), on one device
 (`--size quick` by default): with `--params full` the training settings are the full set's, but the
 paper-size cohort has more slides to evaluate, so the estimate is a lower bound; say so when quoting.
 
+`--end-to-end` instead trains the whole grid of `--params` through the experiment modules (the
+notebooks' calls, fresh run cache, optionally on `--scheduler`) and prints its wall time per notebook.
+
 Usage: python benchmarks/bench_grid.py [--store DIR | --size quick] [--fm uni-sim] [--seeds 4]
        [--params quick] [--threads 2] [--device auto] [--repeats 1] [--workers 1 4 16]
+       python benchmarks/bench_grid.py --end-to-end --params full --size paper [--scheduler tcp://host:8786]
 """
 
 from __future__ import annotations
@@ -68,14 +72,51 @@ def full_grid_runs(name: str = "full") -> dict[str, int]:
     return out
 
 
-def make_store(size: str, fm: str) -> Path:
+def make_store(size: str, fms: list[str]) -> Path:
     from scangen.simulate import simulate_cohort
 
     t0 = time.perf_counter()
     store = simulate_cohort(Path(tempfile.mkdtemp(prefix="bench_grid_")) / f"{size}-seed0", size=size, seed=0,
-                            models=[fm], registered_tiles=False)
-    print(f"simulated the {size} cohort ({fm}) in {time.perf_counter() - t0:.1f} s")
+                            models=fms, registered_tiles=False)
+    print(f"simulated the {size} cohort ({', '.join(fms)}) in {time.perf_counter() - t0:.1f} s")
     return store
+
+
+def end_to_end(name: str, size: str, scheduler: str | None, store: Path | None) -> None:
+    """Train params/<name>.yml's whole grid through the experiment modules (Table 1, ablation, MIL heads,
+    sensitivity; each module's own grid through ExperimentSession, fresh run cache) and time it."""
+    from scangen.experiments.ablation import run_ablation
+    from scangen.experiments.mil_table import run_mil_table
+    from scangen.experiments.sensitivity import run_sensitivity
+    from scangen.experiments.session import ExperimentSession, train_settings
+    from scangen.experiments.table1 import run_table1
+
+    doc = yaml.safe_load((PARAMS / f"{name}.yml").read_text())
+    p, nb = doc["parameters"], doc.get("notebooks") or {}
+    store = store or make_store(size, list(p["fms"]))
+    cache = Path(tempfile.mkdtemp(prefix="bench_grid_cache_"))
+    session = ExperimentSession(store, cache, train_settings(p["steps"], p.get("device", "auto"), p.get("train")),
+                                scheduler=scheduler or "local")
+    fm = p["fms"][-1]
+    steps = {
+        "table1": lambda: run_table1(session, p["fms"], (nb.get("03_table1") or {}).get("seeds", p["seeds"])),
+        "ablation": lambda: run_ablation(session, fm, (nb.get("04_ablation") or {}).get("seeds", p["seeds"]),
+                                         max_subsets=(nb.get("04_ablation") or {}).get("max_subsets")),
+        "mil_heads": lambda: run_mil_table(session, fm, seeds=(nb.get("05_mil_extensions") or {}).get("seeds", p["seeds"])),
+        "sensitivity": lambda: run_sensitivity(session, fm, (nb.get("06_sensitivity") or {}).get("grid"),
+                                               (nb.get("06_sensitivity") or {}).get("seeds", p["seeds"])),
+    }
+    total = time.perf_counter()
+    for label, step in steps.items():
+        t0, misses = time.perf_counter(), session.cache.misses
+        step()
+        trained, sec = session.cache.misses - misses, time.perf_counter() - t0
+        print(f"{label:>12}: {trained} runs trained in {sec:.1f} s ({60 * trained / max(sec, 1e-9):.1f} runs/min)")
+    sec = time.perf_counter() - total
+    print(f"params/{name}.yml grid end to end on {scheduler or 'this machine'}: {session.cache.misses} runs trained, "
+          f"{session.cache.hits} served from the cache, {sec:.1f} s ({sec / 3600:.2f} h); counted in advance: "
+          f"{full_grid_runs(name)['total']} distinct runs")
+    session.close()
 
 
 def main() -> None:
@@ -89,11 +130,17 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="instead: train params/<--params>.yml's whole grid (all its FMs) and time it")
+    ap.add_argument("--scheduler", default=None, help="with --end-to-end: a Dask scheduler address")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    if args.end_to_end:
+        end_to_end(args.params, args.size, args.scheduler, args.store)
+        return
     device = resolve_device(args.device)
-    store = args.store or make_store(args.size, args.fm)
+    store = args.store or make_store(args.size, [args.fm])
     bags = load_bags(store, args.fm)
     settings = param_set_training(args.params)
     base = TrainConfig(store=str(store), fm=args.fm, device=args.device, progress=False, **settings)
