@@ -66,7 +66,8 @@ def full_grid_runs(name: str = "full") -> dict[str, int]:
     grid = sens.get("grid") or {}
     sens_seeds = set(sens.get("seeds", seeds))
     # one-at-a-time sweep: the default ScanGen run + each non-default value; the default run is Table 1's
-    changes = sum(max(0, len(v) - 1) for v in grid.values())
+    default = TrainConfig(use_scangen=True, **(p.get("train") or {}))
+    changes = sum(1 for field, values in grid.items() for v in values if v != getattr(default, field))
     out["sensitivity"] = len(sens_seeds) * changes + len(sens_seeds - t1_seeds)
     out["total"] = sum(out.values())
     return out
@@ -102,7 +103,8 @@ def end_to_end(name: str, size: str, scheduler: str | None, store: Path | None) 
         "table1": lambda: run_table1(session, p["fms"], (nb.get("03_table1") or {}).get("seeds", p["seeds"])),
         "ablation": lambda: run_ablation(session, fm, (nb.get("04_ablation") or {}).get("seeds", p["seeds"]),
                                          max_subsets=(nb.get("04_ablation") or {}).get("max_subsets")),
-        "mil_heads": lambda: run_mil_table(session, fm, seeds=(nb.get("05_mil_extensions") or {}).get("seeds", p["seeds"])),
+        "mil_heads": lambda: run_mil_table(session, fm, (nb.get("05_mil_extensions") or {}).get("heads", MIL_HEADS),
+                                           (nb.get("05_mil_extensions") or {}).get("seeds", p["seeds"])),
         "sensitivity": lambda: run_sensitivity(session, fm, (nb.get("06_sensitivity") or {}).get("grid"),
                                                (nb.get("06_sensitivity") or {}).get("seeds", p["seeds"])),
     }

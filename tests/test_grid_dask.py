@@ -85,7 +85,8 @@ def test_killed_worker_loses_no_finished_run(tiny_store: Path, tmp_path: Path, c
     assert 1 <= len(finished) < 8
     for key in finished:  # every run that came back is complete in the cache
         assert session.cache.get_record(key) is not None
-    rerun = _session(tiny_store, tmp_path, scheduler=client)
+    rerun = _session(tiny_store, tmp_path, scheduler=client.scheduler.address)  # by address: its own Client
     table = rerun.run_table(_grid(rerun))
     assert (rerun.cache.hits, rerun.cache.misses) == (len(finished), 8 - len(finished))
     assert_frame_equal(table, local_table[0], check_exact=True)
+    rerun.close()
