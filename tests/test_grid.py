@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from scangen.experiments.grid import GroupTask, plan_groups, train_group
 from scangen.experiments.session import ExperimentSession, train_settings
 from scangen.train import TrainConfig
+from scangen.train.config import config_hash
 from scangen.train.ensemble import ensemble_group_key
 
 SETTINGS = train_settings(3, "cpu", {"eval_every": 3, "patience": 1, "max_patches_train": 16})
@@ -53,6 +54,8 @@ def test_records_mix_cached_and_new_and_count(tiny_store: Path, tmp_path: Path):
     assert_frame_equal(table.tail(1), first.head(1))
     again = _session(tiny_store, tmp_path / "c").run_table(grid)
     assert_frame_equal(again, table.head(len(grid)))
+    for config, record in zip(grid, s2.records(grid)):  # each record belongs to its own config
+        assert record.predictions["config_hash"].unique().to_list() == [config_hash(config)]
     pred, cached = s2.run(grid[0])
     assert cached and pred.height > 0
 
