@@ -1,4 +1,9 @@
-"""Fixed vocabulary shared by every module: scanners, magnifications, cohorts, simulated models."""
+"""The simulated cohort's vocabulary (scanners, magnifications, cohorts, models) and known scanner aliases.
+
+A store's own vocabulary (any scanners, magnifications and task) is read from its data by
+`scangen.store.vocabulary`; the names here are the simulator's and the alias table that maps common
+spellings of known scanners to one code.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,27 @@ SCANNER_NAMES: dict[str, str] = {
     "DP200": "Roche Ventana DP200",
 }
 
+SCANNER_ALIASES: dict[str, str] = {
+    "Aperio AT2": "AT2",
+    "Aperio GT450": "GT450",
+    "GT 450": "GT450",
+    "NanoZoomer S360MD": "S360MD",
+    "NanoZoomer S360": "S360MD",
+    "Hamamatsu S360MD": "S360MD",
+    "Pannoramic 1000": "P1000",
+    "3DHistech Pannoramic 1000": "P1000",
+    "UFS B300": "B300",
+    "Philips B300": "B300",
+    "Ventana DP200": "DP200",
+    "Roche DP200": "DP200",
+}
+"""Other spellings of the known scanners (matched ignoring case, spaces, '-', '_' and '.'; the codes and
+`SCANNER_NAMES` match too), e.g. "Philips UFS B300", "UFS-B300" and "ufs_b300" all give "B300"."""
+
 MAGNIFICATIONS: tuple[int, ...] = (40, 20)
 MAGNIFICATION_PAIR_SCANNER = "GT450"
-"""The one scanner that scans at both 40x and 20x (magnification CoV is computed on it)."""
+"""The simulated cohort's one scanner at both 40x and 20x (real stores: detected from the data by
+`scangen.store.vocabulary`)."""
 
 COHORTS: tuple[str, ...] = ("task", "multiscanner")
 

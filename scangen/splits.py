@@ -1,9 +1,12 @@
-"""Specimen-level, EGFR-stratified splits of the multiscanner cohort.
+"""Specimen-level, label-stratified splits of the multiscanner cohort.
 
 Every WSI of a specimen lands in the same split (no leakage across scanners or magnifications).
-Within each EGFR class, specimens are shuffled with `seed` and cut by `fractions` using
-largest-remainder rounding, so every split's class balance is within one specimen of the cohort's.
-Task-cohort WSIs form the EGFR training pool and get the split `TASK_SPLIT`.
+Within each class of the task label (in-memory column `egfr`, whatever the task's name), specimens
+are shuffled with `seed` and cut by `fractions` using largest-remainder rounding, so every split's
+class balance is within one specimen of the cohort's; validation and test must hold both classes
+(else AUC and thresholds are undefined: an error names the split and the class counts). An
+embedding-only store (label all null) is split without stratification. Task-cohort WSIs form the
+training pool and get the split `TASK_SPLIT`.
 """
 
 from __future__ import annotations
@@ -58,9 +61,32 @@ def specimen_table(slides: pl.DataFrame) -> pl.DataFrame:
     bad = per.filter((pl.col("n_egfr") > 1) | (pl.col("n_cohort") > 1))["specimen_id"].to_list()
     if bad:
         raise ValueError(f"slides: specimens with more than one egfr label or cohort: {sorted(bad)[:10]}")
-    if per["egfr"].null_count():
-        raise ValueError("slides: column 'egfr' has missing labels")
+    missing = per.filter(pl.col("egfr").is_null())["specimen_id"].to_list()
+    if missing and len(missing) < per.height:
+        raise ValueError(
+            f"slides: column 'egfr' (the task label) has missing labels for specimens {sorted(missing)[:10]} "
+            f"({len(missing)} in all)"
+        )
     return per.select("specimen_id", "cohort", "egfr").sort("specimen_id")
+
+
+EVALUATION_SPLITS: tuple[str, str] = ("val", "test")
+
+
+def check_split_classes(specimens: pl.DataFrame, split_of: dict[str, str]) -> None:
+    """Validation and test must each hold both label classes (AUC, thresholds); else a clear error."""
+    table = specimens.with_columns(pl.col("specimen_id").replace_strict(split_of).alias("_split"))
+    counts = {(r["_split"], r["egfr"]): r["len"] for r in table.group_by("_split", "egfr").len().iter_rows(named=True)}
+    classes = sorted(set(specimens["egfr"].to_list()))
+    for split in EVALUATION_SPLITS:
+        absent = [c for c in (0, 1) if counts.get((split, c), 0) == 0]
+        if absent:
+            per_class = {c: int((specimens["egfr"] == c).sum()) for c in classes}
+            raise ValueError(
+                f"slides: split {split!r} has no specimen of class {absent} of column 'egfr' (the task label); the "
+                f"multiscanner cohort has specimens per class {per_class}: validation and test need both classes "
+                f"(at least 3 specimens of each class)"
+            )
 
 
 def specimen_splits(
@@ -82,13 +108,17 @@ def specimen_splits(
     rng = np.random.default_rng(seed)
     ids: list[str] = []
     names: list[str] = []
-    for label in sorted(set(multi["egfr"].to_list())):
-        members = np.asarray(multi.filter(pl.col("egfr") == label)["specimen_id"].to_list())
+    labelled = multi["egfr"].null_count() == 0
+    for label in sorted(set(multi["egfr"].to_list())) if labelled else [None]:
+        chosen = multi.filter(pl.col("egfr") == label) if labelled else multi
+        members = np.asarray(chosen["specimen_id"].to_list())
         members = members[rng.permutation(members.size)]
         counts = _allocate(members.size, f)
         ids.extend(members.tolist())
         for name, c in zip(SPLIT_NAMES, counts):
             names.extend([name] * int(c))
+    if labelled:
+        check_split_classes(multi, dict(zip(ids, names)))
     assign = pl.DataFrame({"specimen_id": ids, "_split": names}, schema={"specimen_id": slides.schema["specimen_id"], "_split": pl.String})
     out = slides.drop("split", strict=False).join(assign, on="specimen_id", how="left", maintain_order="left")
     out = out.with_columns(

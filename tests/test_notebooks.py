@@ -12,24 +12,23 @@ from __future__ import annotations
 import ast
 import json
 import math
-import subprocess
-import sys
 
 import nbformat
 import polars as pl
 import pytest
 
 from scangen import paths
+from scangen.pipeline.sources import notebook_text, strip_notebook, stripped
 
-NOTEBOOKS = ["01_data", "02_scanner_bias", "03_table1", "04_ablation", "05_mil_extensions", "06_sensitivity"]
-REQUIRED_IN_SMOKE = NOTEBOOKS[:5]
+NOTEBOOKS = ["01_data", "02_scanner_bias", "03_tuning", "04_table1", "05_ablation", "06_mil_heads"]
+REQUIRED_IN_SMOKE = NOTEBOOKS
 LABELS = {
     "01_data": {"tbl-cohort", "tbl-scans"},
     "02_scanner_bias": {"fig-umap", "tbl-embedding-metrics"},
-    "03_table1": {"tbl-table1", "fig-cov-auc"},
-    "04_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-counts"},
-    "05_mil_extensions": {"tbl-mil", "fig-mil"},
-    "06_sensitivity": {"tbl-sensitivity", "fig-sensitivity"},
+    "03_tuning": {"tbl-sensitivity", "fig-sensitivity"},
+    "04_table1": {"tbl-table1", "fig-cov-auc"},
+    "05_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-counts"},
+    "06_mil_heads": {"tbl-mil", "fig-mil"},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -54,14 +53,43 @@ def _json(smoke_run: dict, name: str) -> dict:
 
 # --- sources -----------------------------------------------------------------------------------
 
-def test_sources_are_generated_and_up_to_date():
-    script = paths.ROOT / "scripts" / "make_notebooks.py"
-    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+def test_notebooks_are_the_source():
+    """The .ipynb files are edited where they are read: no generator script stands behind them, and
+    every source notebook is a valid nbformat-4 file with unique cell ids and a Python kernel."""
+    assert not (paths.ROOT / "scripts" / "make_notebooks.py").exists()
+    assert sorted(p.stem for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) == NOTEBOOKS
+    for name in NOTEBOOKS:
+        nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        ids = [c.get("id") for c in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), f"{name}: cell ids missing or repeated"
+        assert nb.metadata["kernelspec"]["name"] == "python3", name
+        text = (paths.NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8")
+        assert notebook_text(stripped(nb)) == text, \
+            f"{name}: not stripped; run `python -m scangen.pipeline strip` before committing"
+
+
+def test_strip_removes_outputs_and_run_metadata_but_keeps_tags_and_ids(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x = 1", id="p-0", execution_count=3,
+                                     outputs=[nbformat.v4.new_output("stream", text="hi")])
+    cell.metadata = {"tags": ["parameters"], "papermill": {"duration": 1.0}, "execution": {"x": 1}}
+    nb.cells = [cell]
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "papermill": {"parameters": {"a": "/abs/path"}}, "widgets": {}}
+    path = tmp_path / "01_x.ipynb"
+    path.write_text(nbformat.writes(nb))
+    assert strip_notebook(path) is True and strip_notebook(path) is False
+    clean = nbformat.read(path, as_version=4)
+    assert clean.cells[0].outputs == [] and clean.cells[0].execution_count is None
+    assert clean.cells[0].metadata == {"tags": ["parameters"]} and clean.cells[0].id == "p-0"
+    assert set(clean.metadata) == {"kernelspec"}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_source_has_literal_parameters_first_and_no_outputs(name):
+    """Outputs stay stripped (clear them before committing: Kernel > Restart and Clear Outputs in
+    JupyterLab); the `parameters` cell holds literal assignments only, which papermill replaces."""
     nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
@@ -71,7 +99,8 @@ def test_source_has_literal_parameters_first_and_no_outputs(name):
         ast.literal_eval(node.value)
     assert {"param_set", "results_dir", "store_dir", "size", "seed"} <= {
         n.targets[0].id for n in ast.parse(code[0].source).body}
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        f"{name}: outputs or execution counts in the source notebook (clear them before committing)"
     found = {lab for c in code for lab in _labels(c)}
     assert found == LABELS[name]
 
@@ -120,9 +149,7 @@ def test_every_result_table_and_json_says_simulated(smoke_run):
 
 def test_figures_exported_as_png_and_svg(smoke_run):
     figs = smoke_run["results"] / "figures"
-    stems = ["fig1_cov_auc", "fig3_umap", "fig4_ablation", "fig_mil"]
-    if "06_sensitivity" in smoke_run["pset"].names():
-        stems.append("fig_sensitivity")
+    stems = ["fig1_cov_auc", "fig3_umap", "fig4_ablation", "fig_mil", "fig_sensitivity"]
     for stem in stems:
         assert (figs / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC
         assert (figs / f"{stem}.svg").read_text().lstrip().startswith("<svg")
@@ -155,7 +182,7 @@ def test_scanner_bias_numbers_in_range(smoke_run):
 
 def test_ablation_reuses_table1_runs_and_counts(smoke_run):
     doc = _json(smoke_run, "ablation")
-    n_sub = smoke_run["pset"].notebook("04_ablation").overrides["max_subsets"]
+    n_sub = smoke_run["pset"].notebook("05_ablation").overrides["max_subsets"]
     assert doc["n_subsets"] == n_sub and doc["n_subsets_possible"] == 57
     runs = pl.read_parquet(smoke_run["results"] / "ablation_runs.parquet")
     # the baseline and the all-six-scanner ScanGen run are Table 1's runs: served by the run cache
@@ -172,7 +199,7 @@ def test_ablation_reuses_table1_runs_and_counts(smoke_run):
 
 def test_mil_table_heads_and_gap_reuse(smoke_run):
     doc = _json(smoke_run, "mil_table")
-    heads = smoke_run["pset"].notebook("05_mil_extensions").overrides["heads"]
+    heads = smoke_run["pset"].notebook("06_mil_heads").overrides["heads"]
     assert sorted(doc["heads"]) == sorted(heads)
     runs = pl.read_parquet(smoke_run["results"] / "mil_runs.parquet")
     gap = runs.filter(pl.col("head") == "gap")
@@ -184,8 +211,6 @@ def test_mil_table_heads_and_gap_reuse(smoke_run):
 
 
 def test_sensitivity_results(smoke_run):
-    if "06_sensitivity" not in smoke_run["pset"].names():
-        pytest.skip("06_sensitivity is not part of the smoke set")
     doc = _json(smoke_run, "sensitivity")
     table = pl.read_parquet(smoke_run["results"] / "sensitivity.parquet")
     assert "default" in table["parameter"].to_list()

@@ -1,6 +1,7 @@
 """Structure of the Quarto manuscript: config, embeds, cross-references, citations, figures, numbers.
 
-Static checks read `_quarto.yml`, `paper/index.qmd`, `paper/references.bib` and the source notebooks.
+Static checks read `_quarto.yml`, the article `index.qmd` with its included sections `paper/_*.qmd`,
+`paper/references.bib` and the source notebooks.
 The others use the session's one smoke run of the pipeline into a temporary root (the `smoke_run`
 fixture of tests/conftest.py, shared with tests/test_notebooks.py).
 Quarto itself is not needed (and not imitated): these are the preconditions of `quarto render`.
@@ -17,12 +18,13 @@ import yaml
 
 from scangen import paths
 from scangen.pipeline import Layout, load_param_set
-from scangen.pipeline.article import ArticleData
+from scangen.pipeline.article import INCLUDE, ArticleData, article_source
 
 ROOT = paths.ROOT
 CONFIG = yaml.safe_load((ROOT / "_quarto.yml").read_text(encoding="utf-8"))
 ARTICLE = ROOT / CONFIG["manuscript"]["article"]
-TEXT = ARTICLE.read_text(encoding="utf-8")
+TEXT = article_source(ARTICLE)
+"""The article as Quarto sees it: includes expanded."""
 BIB = ROOT / CONFIG["bibliography"]
 EMBED = re.compile(r"\{\{<\s*embed\s+([^#\s]+)#([\w-]+)(?:\s[^>]*)?>\}\}")
 CROSSREF_PREFIXES = ("fig", "tbl", "eq", "sec")
@@ -73,11 +75,34 @@ def _crossrefs() -> set[str]:
 
 def test_quarto_config_is_a_manuscript_with_prerender_and_formats() -> None:
     project = CONFIG["project"]
+    # Quarto resolves `article:` and `notebooks:` against the article's folder: it must be the root
+    assert ARTICLE.parent.resolve() == ROOT.resolve(), "the article must sit at the project root"
     assert project["type"] == "manuscript"
     assert "scangen.pipeline run" in project["pre-render"]
     assert project["render"] == [CONFIG["manuscript"]["article"]], "only the article is rendered as a page"
     assert ARTICLE.is_file() and BIB.is_file()
     assert {"html", "typst"} <= set(CONFIG["format"])
+
+
+def test_article_sections_are_includes_under_paper() -> None:
+    """Each section is its own file under paper/, named with a leading `_` so Quarto never renders it
+    as a page; every file there is included exactly once."""
+    included = INCLUDE.findall(ARTICLE.read_text(encoding="utf-8"))
+    assert len(included) >= 8
+    assert all(Path(p).parent == Path("paper") and Path(p).name.startswith("_") for p in included), included
+    assert len(set(included)) == len(included)
+    assert {Path(p).name for p in included} == {p.name for p in (ROOT / "paper").glob("_*.qmd")}
+
+
+def test_include_expansion(tmp_path: Path) -> None:
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "index.qmd").write_text("a\n\n{{< include paper/_b.qmd >}}\n\nc\n")
+    (tmp_path / "paper" / "_b.qmd").write_text("b1\n\n{{< include /paper/_d.qmd >}}\n")
+    (tmp_path / "paper" / "_d.qmd").write_text("d\n")
+    assert article_source(tmp_path / "index.qmd") == "a\n\nb1\n\nd\n\n\n\nc\n"
+    (tmp_path / "paper" / "_d.qmd").write_text("{{< include paper/_missing.qmd >}}\n")
+    with pytest.raises(FileNotFoundError, match="_missing.qmd"):
+        article_source(tmp_path / "index.qmd")
 
 
 def test_manuscript_notebooks_are_the_executed_copies_of_every_set() -> None:

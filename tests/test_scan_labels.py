@@ -44,3 +44,10 @@ def test_primary_scanners_highest_magnification_in_order():
     assert primary_scanners(slides, cohort=None) == ("CS2", "S210", "X")
     with pytest.raises(ValueError, match="magnification"):
         primary_scanners(slides.drop("magnification"))
+
+
+def test_base_magnification_is_bare() -> None:
+    slides = pl.DataFrame({"scanner": ["CS2", "CS2"], "magnification": [25, 10]})
+    assert scanner_labels(slides, base=25).tolist() == ["CS2", "CS2@10x"]
+    assert scanner_labels(slides).tolist() == ["CS2@25x", "CS2@10x"]
+    assert scanner_label("CS2", 25, base=25) == "CS2"

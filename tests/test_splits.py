@@ -64,3 +64,21 @@ def test_split_errors() -> None:
     )
     with pytest.raises(ValueError, match="more than one egfr label.*m0"):
         specimen_splits(bad, seed=0)
+
+
+def test_evaluation_splits_need_both_classes() -> None:
+    slides = _slides(n_spec=12, n_task=0)
+    rare = slides.with_columns(pl.when(pl.col("specimen_id").is_in(["m0", "m1"])).then(1).otherwise(0).alias("egfr"))
+    with pytest.raises(ValueError, match=r"split '(val|test)' has no specimen of class \[1\].*\{0: 10, 1: 2\}"):
+        specimen_splits(rare, seed=0)
+
+
+def test_embedding_only_cohort_is_split_without_labels() -> None:
+    slides = _slides(n_spec=10, n_task=0).with_columns(pl.lit(None, dtype=pl.Int8).alias("egfr"))
+    out = specimen_splits(slides, seed=3)
+    per = out.group_by("split").agg(pl.col("specimen_id").n_unique()).sort("split")
+    assert dict(per.iter_rows()) == {"scangen_train": 5, "test": 3, "val": 2}
+    partial = _slides(n_spec=10, n_task=0).with_columns(
+        pl.when(pl.col("specimen_id") == "m3").then(None).otherwise(pl.col("egfr")).alias("egfr"))
+    with pytest.raises(ValueError, match=r"missing labels for specimens \['m3'\]"):
+        specimen_splits(partial, seed=0)

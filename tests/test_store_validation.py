@@ -74,11 +74,14 @@ def test_nulls_duplicates_conflicts_and_vocabulary(tmp_path: Path) -> None:
     conflict = _set(slides, "sp1-GT450", "egfr", 0)
     with pytest.raises(StoreValidationError, match=r"'egfr'.*conflicting.*\['sp1'\]"):
         write_slides(tmp_path, conflict)
-    scanner = _set(slides, "sp2-AT2", "scanner", pl.lit("XYZ"))
-    with pytest.raises(StoreValidationError, match=r"'scanner' has values \['XYZ'\].*sp2-AT2"):
+    scanner = _set(slides, "sp2-AT2", "scanner", pl.lit("XYZ@20x"))
+    with pytest.raises(StoreValidationError, match=r"'scanner' has names \['XYZ@20x'\].*'@'.*sp2-AT2"):
         write_slides(tmp_path, scanner)
-    mag = _set(slides, "sp0-GT450", "magnification", 10)
-    with pytest.raises(StoreValidationError, match=r"'magnification' has values \['10'\].*sp0-GT450"):
+    blank = _set(slides, "sp2-AT2", "scanner", pl.lit("  "))
+    with pytest.raises(StoreValidationError, match=r"'scanner' has names.*empty.*sp2-AT2"):
+        write_slides(tmp_path, blank)
+    mag = _set(slides, "sp0-GT450", "magnification", 0)
+    with pytest.raises(StoreValidationError, match=r"'magnification' must hold positive integers, got \[0\].*sp0-GT450"):
         write_slides(tmp_path, mag)
     nulls = _set(slides, "sp0-AT2", "specimen_id", None)
     with pytest.raises(StoreValidationError, match=r"'specimen_id' has nulls.*sp0-AT2"):

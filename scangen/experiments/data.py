@@ -1,7 +1,8 @@
 """The data step of the compendium: choose, simulate or import the store, and describe the cohort.
 
-`prepare_store` decides where the store comes from, in this order: `import_from` (a TRIDENT/CLAM
-feature folder plus a manifest, imported into `store_dir`), an existing `store_dir` (a real or
+`prepare_store` decides where the store comes from, in this order: `import_from` (a TRIDENT, CLAM or
+plismbench feature folder plus a manifest, imported into `store_dir`; a rerun with the same folder,
+manifest and model reuses the store), an existing `store_dir` (a real or
 previously simulated store), or a simulated cohort of `size` and `seed` (written to `store_dir`, or to
 the default `scangen.paths.simulated_store(size, seed)`). An existing simulated store is reused only
 when its recorded generator (size, seed, models, config and a fingerprint of the simulator's code and
@@ -20,7 +21,7 @@ import polars as pl
 
 from scangen import paths
 from scangen.experiments import provenance
-from scangen.store import list_models, read_meta, read_slides
+from scangen.store import list_models, read_meta, read_slides, store_vocabulary
 
 
 def default_store(size: str, seed: int) -> Path:
@@ -53,16 +54,27 @@ def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
 
 def prepare_store(store_dir: str | Path | None, size: str, seed: int, *, import_from: str | Path | None = None,
                   manifest: str | Path | None = None, import_fm: str | None = None,
-                  import_format: str = "auto", models: list[str] | None = None) -> tuple[Path, str]:
-    """(store folder, how it was obtained: "imported", "existing" or "simulated")."""
+                  import_format: str = "auto", models: list[str] | None = None,
+                  import_options: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """(store folder, how it was obtained: "imported", "existing" or "simulated").
+
+    import_options: further keyword arguments of `scangen.store.importers.import_features` (task,
+    scanner_aliases, patch_label, patch_labels, registered, overwrite, min_specimens_per_scanner).
+    """
     if import_from:
         if not manifest or not import_fm:
             raise ValueError("import_from: also give `manifest` (CSV/Parquet of slides) and `import_fm` (model name)")
         if not store_dir:
             raise ValueError("import_from: also give `store_dir`, the folder the imported store is written to")
-        from scangen.store.importers import import_features
+        from scangen.store.importers import import_features, import_is_current
 
-        store = import_features(Path(import_from), Path(manifest), Path(store_dir), import_fm, fmt=import_format)
+        options = dict(import_options or {})
+        same = {k: options[k] for k in ("task", "scanner_aliases", "default_cohort") if k in options}
+        sources = [Path(p) for p in import_from] if isinstance(import_from, (list, tuple)) else Path(import_from)
+        manifests = [Path(m) for m in manifest] if isinstance(manifest, (list, tuple)) else Path(manifest)
+        if not options.get("overwrite") and import_is_current(sources, manifests, Path(store_dir), import_fm, **same):
+            return Path(store_dir), "existing"
+        store = import_features(sources, manifests, Path(store_dir), import_fm, fmt=import_format, **options)
         return Path(store), "imported"
     store = Path(store_dir) if store_dir else default_store(size, seed)
     current = provenance.generator_description(size, seed, models)
@@ -108,7 +120,7 @@ def cohort_tables(store: Path) -> dict[str, Any]:
     )
     models = {fm: int(meta.get("models", {}).get(fm, 0)) for fm in list_models(store)}
     return {"simulated": simulated, "slides": slides, "per_cohort": per_cohort, "per_scan": per_scan,
-            "per_site": per_site, "models": models, "meta": meta}
+            "per_site": per_site, "models": models, "meta": meta, "vocabulary": store_vocabulary(store)}
 
 
 def data_json(tables: dict[str, Any], store: Path, source: str) -> dict[str, Any]:
@@ -122,4 +134,6 @@ def data_json(tables: dict[str, Any], store: Path, source: str) -> dict[str, Any
     return {"store": str(store), "source": origin,
             "generator_fingerprint": description.get("fingerprint") if description else None, "cohorts": per, "models": tables["models"],
             "scanners": sorted(tables["slides"]["scanner"].unique().to_list()),
+            "vocabulary": {**tables["vocabulary"].to_json(), "task": tables["vocabulary"].task,
+                           "primary_magnification": tables["vocabulary"].primary_magnification},
             "n_slides": tables["slides"].height}

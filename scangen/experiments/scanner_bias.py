@@ -4,10 +4,11 @@ No training here. Per FM:
 - UMAP (cosine metric, `umap_n_epochs` epochs, fixed `random_state`) of one mean embedding per WSI of
   the held-out test split (the same specimen split the trainer uses: `specimen_splits` with the
   config's split seed), for colouring by scanner and by specimen;
-- on the whole multiscanner cohort at 40x: PathoROB robustness index on patches labelled by tissue
-  class, WSI same-specimen retrieval, plismbench cross-scanner top-k retrieval of registered tiles
-  (when the store has them) and scanner predictability (grouped linear probe), all from
-  `scangen.metrics.robustness`;
+- on the whole multiscanner cohort at its primary (highest) magnification: PathoROB robustness index
+  on patches labelled by tissue class (or the store's named patch label), WSI same-specimen
+  retrieval, plismbench cross-scanner top-k retrieval of registered tiles (when the store has them)
+  and scanner predictability (grouped linear probe), all from `scangen.metrics.robustness`; a metric
+  the store cannot support is NaN with the reason in `ri_missing` / `tile_missing`;
 - cost bounds (parameters, so a set can trade precision for time): the robustness index uses at
   most `max_patches_per_slide` random patches per WSI (its kNN search is quadratic in patches), the
   tile retrieval at most `max_tile_queries` random queries per scanner pair and direction (the pool
@@ -37,13 +38,19 @@ from scangen.store import Bags, load_bags, load_registered, read_meta, read_slid
 CALIBRATION_DIR = DATA / "calibration"
 
 
+MISSING_PATCH_LABELS = "no per-patch labels in the store (import them with patch_label / patch_labels)"
+MISSING_REGISTERED = "no registered tiles in the store (import them with registered=True, or a plismbench folder)"
+
+
 def held_out_slide_ids(store: Path, split_seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                    include_20x: bool = True) -> list[str]:
-    """Multiscanner slides of the test split (as the trainer splits them), 40x and optionally 20x."""
+    """Multiscanner slides of the test split (as the trainer splits them), at the primary magnification
+    and, with `include_20x`, at the other magnifications too."""
     slides = specimen_splits(read_slides(store), split_seed, fractions)
     sel = (pl.col("cohort") == "multiscanner") & (pl.col("split") == "test")
     if not include_20x:
-        sel = sel & (pl.col("magnification") == 40)
+        top = slides.filter(pl.col("cohort") == "multiscanner")["magnification"].max()
+        sel = sel & (pl.col("magnification") == top)
     ids = slides.filter(sel)["slide_id"].to_list()
     if not ids:
         raise ValueError(f"store {store}: the test split holds no multiscanner slides")
@@ -99,21 +106,24 @@ def _predictability(bags: Bags, seed: int, n_components: int | None) -> rb.Predi
 def embedding_metrics(store: Path, fm: str, bags: Bags, *, max_patches_per_slide: int | None = 32,
                       max_tile_queries: int | None = 256, predictability_pca: int | None = None,
                       seed: int = 0, top_k: Sequence[int] = (1, 3, 5, 10)) -> dict[str, Any]:
-    """Embedding-level robustness of one FM on the multiscanner cohort at 40x (see module docstring)."""
+    """Embedding-level robustness of one FM on the multiscanner cohort at its primary magnification
+    (see module docstring)."""
     out: dict[str, Any] = {"fm": fm}
     if bags.tissue_class is not None:
         ri = rb.robustness_index_bags(bags, level="patch", max_patches_per_slide=max_patches_per_slide, seed=seed)
-        out.update(robustness_index=ri.value, ri_k=ri.k, ri_n_patches=ri.n_samples)
+        out.update(robustness_index=ri.value, ri_k=ri.k, ri_n_patches=ri.n_samples, ri_missing=None)
     else:
-        out.update(robustness_index=float("nan"), ri_k=None, ri_n_patches=0)
+        out.update(robustness_index=float("nan"), ri_k=None, ri_n_patches=0, ri_missing=MISSING_PATCH_LABELS)
     wsi = rb.wsi_retrieval_bags(bags, ks=top_k)
     out.update({f"wsi_top{k}": v for k, v in wsi.top_k.items()})
     if (store / "registered" / f"{fm}.parquet").is_file():
         tiles = rb.cross_scanner_retrieval_bags(load_registered(store, fm), ks=top_k,
                                                 max_queries=max_tile_queries, seed=seed)
-        out.update({f"tile_top{k}": v for k, v in tiles.mean_top_k.items()}, tile_cosine=tiles.mean_cosine)
+        out.update({f"tile_top{k}": v for k, v in tiles.mean_top_k.items()}, tile_cosine=tiles.mean_cosine,
+                   tile_missing=None)
     else:
-        out.update({f"tile_top{k}": float("nan") for k in top_k}, tile_cosine=float("nan"))
+        out.update({f"tile_top{k}": float("nan") for k in top_k}, tile_cosine=float("nan"),
+                   tile_missing=MISSING_REGISTERED)
     pred = _predictability(bags, seed, predictability_pca)
     out.update(scanner_predictability=pred.balanced_accuracy, predictability_chance=pred.chance)
     return out
@@ -133,7 +143,7 @@ def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_se
     coords, rows = [], []
     for fm in fms:
         bags = load_bags(store, fm)
-        multi = rb.select_scans(bags, "multiscanner", 40)
+        multi = rb.select_scans(bags, "multiscanner")
         row = embedding_metrics(store, fm, multi, max_patches_per_slide=max_patches_per_slide,
                                 max_tile_queries=max_tile_queries, predictability_pca=predictability_pca, seed=seed)
         test = bags.select(bags.slide_index(test_ids))

@@ -6,6 +6,11 @@ Lower is better: 0 means every scan of a specimen gets the same prediction.
 
 A specimen whose |mean| is tiny makes its CoV explode. Such specimens are flagged (`near_zero`),
 counted and reported, never dropped; the denominator is floored at `eps` so the value stays finite.
+
+The magnification CoV is the same statistic over the two scans of a specimen by one scanner at two
+magnifications; the pairs are found in the data (every scanner that scanned the same specimens at
+its highest and at another magnification: GT450 40x/20x in the simulated cohort). Without any pair
+it is not available (NaN), not an error.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from scangen.constants import MAGNIFICATION_PAIR_SCANNER
+from scangen.scan_labels import magnification_pairs_of
 
 NEAR_ZERO_TOL = 0.1
 """|mean logit| below which a specimen is flagged: its probability lies within 0.475-0.525 and its
@@ -121,41 +126,61 @@ def within_specimen_sd(
     return float(table["std"].mean())
 
 
-def magnification_pairs(pred: pl.DataFrame, scanner: str = MAGNIFICATION_PAIR_SCANNER) -> pl.DataFrame:
-    """Rows of `pred` on `scanner` at 40x or 20x for specimens having both magnifications.
+MAGNIFICATION_TABLE_COLUMNS = ("specimen_id", "n_scans", "mean", "std", "cov", "near_zero", "pair")
 
-    Raises ValueError naming the specimens that have only one of the two.
+
+def magnification_pairs(pred: pl.DataFrame, scanner: str | None = None) -> pl.DataFrame:
+    """Rows of `pred` forming magnification pairs, with a `pair` column ("GT450 40x/20x").
+
+    The pairs are found in the data (`scangen.scan_labels.magnification_pairs_of`): every scanner
+    that scanned specimens at its highest magnification and at another one (only `scanner` when
+    given). Only specimens scanned at both magnifications of a pair are kept (the others are counted
+    by `magnification_pairs_of`); a row at the high magnification appears once per pair it is in.
+    No pair gives an empty table: the magnification CoV is then not available.
     """
     missing = {"specimen_id", "scanner", "magnification"} - set(pred.columns)
     if missing:
         raise ValueError(f"predictions: missing columns {sorted(missing)}")
-    rows = pred.filter((pl.col("scanner") == scanner) & pl.col("magnification").is_in([40, 20]))
-    n_mag = rows.group_by("specimen_id").agg(pl.col("magnification").n_unique().alias("n"))
-    single = n_mag.filter(pl.col("n") < 2)["specimen_id"].to_list()
-    if single:
-        raise ValueError(
-            f"predictions: magnification CoV needs {scanner} at both 40x and 20x; "
-            f"{len(single)} specimens have one (e.g. {sorted(single)[:10]})"
-        )
-    return rows
+    parts = []
+    for p in magnification_pairs_of(pred):
+        if scanner is not None and p.scanner != scanner:
+            continue
+        rows = pred.filter((pl.col("scanner") == p.scanner) & pl.col("magnification").is_in([p.high, p.low]))
+        both = rows.group_by("specimen_id").agg(pl.col("magnification").n_unique().alias("n")).filter(pl.col("n") == 2)
+        rows = rows.filter(pl.col("specimen_id").is_in(both["specimen_id"].implode()))
+        parts.append(rows.with_columns(pl.lit(f"{p.scanner} {p.high}x/{p.low}x").alias("pair")))
+    if not parts:
+        return pred.clear().with_columns(pl.lit(None, dtype=pl.String).alias("pair"))
+    return pl.concat(parts)
 
 
 def magnification_cov_per_specimen(
     pred: pl.DataFrame, *, eps: float = 1e-6, on: ValueKind = "logit", value: str = "logit"
 ) -> pl.DataFrame:
-    """Per-specimen CoV table (as `scanner_cov_per_specimen`) over the {GT450@40x, GT450@20x} pair."""
+    """Per-specimen CoV table (as `scanner_cov_per_specimen`, plus the `pair`) over every
+    magnification pair in `pred` (see `magnification_pairs`); empty when there is none."""
+    if value not in pred.columns:
+        raise ValueError(f"value: column {value!r} is not in the predictions (columns {pred.columns})")
     rows = magnification_pairs(pred)
     if rows.height == 0:
-        raise ValueError(
-            f"predictions: no {MAGNIFICATION_PAIR_SCANNER} 40x/20x pair to compute a magnification CoV on"
-        )
-    if value not in rows.columns:
-        raise ValueError(f"value: column {value!r} is not in the predictions (columns {rows.columns})")
-    return scanner_cov_per_specimen(rows[value].to_numpy(), rows["specimen_id"].to_numpy(), eps=eps, on=on)
+        return pl.DataFrame(schema={"specimen_id": pl.String, "n_scans": pl.Int64, "mean": pl.Float64,
+                                    "std": pl.Float64, "cov": pl.Float64, "near_zero": pl.Boolean, "pair": pl.String})
+    tables = []
+    for (pair,), part in rows.group_by("pair", maintain_order=True):
+        table = scanner_cov_per_specimen(part[value].to_numpy(), part["specimen_id"].to_numpy(), eps=eps, on=on)
+        tables.append(table.with_columns(pl.lit(pair).alias("pair")))
+    return pl.concat(tables).select(MAGNIFICATION_TABLE_COLUMNS)
 
 
 def magnification_cov(
     pred: pl.DataFrame, *, eps: float = 1e-6, on: ValueKind = "logit", value: str = "logit"
 ) -> float:
-    """Mean CoV over the {GT450@40x, GT450@20x} pair of every specimen in `pred`."""
-    return float(magnification_cov_per_specimen(pred, eps=eps, on=on, value=value)["cov"].mean())
+    """Mean CoV over every magnification pair of every specimen in `pred`; NaN (not available) when
+    no scanner scanned the same specimens at two magnifications."""
+    table = magnification_cov_per_specimen(pred, eps=eps, on=on, value=value)
+    return float(table["cov"].mean()) if table.height else float("nan")
+
+
+def magnification_cov_available(pred: pl.DataFrame) -> bool:
+    """True when some scanner scanned the same specimens at two magnifications in `pred`."""
+    return bool(magnification_pairs_of(pred))

@@ -129,6 +129,10 @@ def cross_scanner_retrieval(
     _check_lengths(n, tile_ids=tid, scanners=sc, specimens=sp)
     if not ks or min(int(k) for k in ks) < 1:
         raise ValueError(f"ks must be positive integers, got {list(ks)}")
+    if np.unique(sc).size < 2:
+        raise ValueError(
+            f"cross-scanner retrieval needs registered tiles from at least two scanners, got {sorted(set(sc.tolist()))}"
+        )
     table = _twin_table(tid, sc, sp.astype(str))
     sp_codes = np.unique(sp.astype(str), return_inverse=True)[1]
     dev = metric_device(device)
@@ -196,6 +200,10 @@ def wsi_retrieval(
     if not ks or min(int(k) for k in ks) < 1:
         raise ValueError(f"ks must be positive integers, got {list(ks)}")
     _, inverse, counts = np.unique(sp, return_inverse=True, return_counts=True)
+    if counts.size < 2:
+        raise ValueError(
+            f"WSI retrieval needs at least two specimens (with one, every neighbour is a hit), got {counts.size}"
+        )
     query = counts[inverse] >= 2
     if not query.any():
         raise ValueError("no specimen has two or more WSIs: WSI retrieval is undefined")

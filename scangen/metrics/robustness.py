@@ -6,9 +6,10 @@
 
 The array functions take any (n, D) embedding (raw FM patches, mean embedding per WSI, phi's
 output). The `*_bags` helpers here read `scangen.store.Bags` / `RegisteredBags`: they keep the
-scans of one cohort at one magnification (by default the multi-scanner cohort at 40x, where each
-scanner appears once per specimen), say how many slides they kept, and build per-row labels
-(scanners by `scangen.scan_labels.scanner_labels`: 'GT450@20x' when 20x scans are kept).
+scans of one cohort at one magnification (by default the multi-scanner cohort at its primary, i.e.
+highest, magnification, where each scanner appears once per specimen), say how many slides they
+kept, and build per-row labels (scanners by `scangen.scan_labels.scanner_labels`, the bare name at
+the highest magnification kept: 'GT450@20x' when 20x scans are kept beside 40x ones).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from scangen.metrics.predictability import PredictabilityResult, scanner_predictability
 from scangen.metrics.retrieval import (
@@ -55,10 +57,26 @@ __all__ = [
 ]
 
 
-def select_scans(bags, cohort: str | None = "multiscanner", magnification: int | None = 40):
-    """The bags of `cohort` scanned at `magnification` (None keeps all); errors if none remain."""
+PRIMARY = "primary"
+"""magnification="primary": the highest magnification among the selected cohort's scans."""
+Magnification = int | str | None
+
+
+def select_scans(bags, cohort: str | None = "multiscanner", magnification: Magnification = PRIMARY):
+    """The bags of `cohort` scanned at `magnification` ("primary": the cohort's highest; None keeps
+    all); errors if none remain."""
     slides = bags.slides
     keep = np.ones(slides.height, dtype=bool)
+    if cohort is not None and "cohort" in slides.columns:
+        keep &= (slides["cohort"] == cohort).to_numpy()
+    if magnification == PRIMARY:
+        if "magnification" not in slides.columns:
+            raise ValueError("slides table has no 'magnification' column to find the primary magnification")
+        if not keep.any():
+            raise ValueError(f"no slide has cohort={cohort!r} ({slides.height} slides in all)")
+        magnification = int(slides["magnification"].filter(pl.Series(keep)).max())
+    elif magnification is not None and not isinstance(magnification, (int, np.integer)):
+        raise ValueError(f"magnification: expected an integer, 'primary' or None, got {magnification!r}")
     for column, wanted in (("cohort", cohort), ("magnification", magnification)):
         if wanted is None:
             continue
@@ -71,6 +89,13 @@ def select_scans(bags, cohort: str | None = "multiscanner", magnification: int |
             f"({slides.height} slides in all)"
         )
     return bags if keep.all() else bags.select(np.flatnonzero(keep))
+
+
+def scan_labels(slides: pl.DataFrame) -> np.ndarray:
+    """Scanner label per slide, the bare name at the highest magnification present ('GT450@20x' below)."""
+    if "magnification" not in slides.columns or slides.height == 0:
+        return scanner_labels(slides)
+    return scanner_labels(slides, base=int(slides["magnification"].max()))
 
 
 @dataclass(frozen=True)
@@ -103,7 +128,7 @@ def patch_table(bags, max_patches_per_slide: int | None = None, seed: int = 0) -
     tissue = getattr(bags, "tissue_class", None)
     return PatchTable(
         features=np.asarray(bags.features[rows], dtype=np.float32),
-        scanner=scanner_labels(bags.slides)[slide_of_row[rows]],
+        scanner=scan_labels(bags.slides)[slide_of_row[rows]],
         specimen=bags.slides["specimen_id"].cast(str).to_numpy()[slide_of_row[rows]],
         slide_index=slide_of_row[rows],
         tissue_class=None if tissue is None else np.asarray(tissue)[rows],
@@ -115,7 +140,7 @@ def robustness_index_bags(
     level: str = "patch",
     label: str | None = None,
     cohort: str | None = "multiscanner",
-    magnification: int | None = 40,
+    magnification: Magnification = PRIMARY,
     max_patches_per_slide: int | None = None,
     seed: int = 0,
     k: int | None = None,
@@ -129,7 +154,8 @@ def robustness_index_bags(
         if table.tissue_class is None:
             raise ValueError(
                 "patch-level robustness index needs a biological label per patch, but these bags "
-                "carry no tissue_class (the embeddings table has no 'tissue_class' column)"
+                "carry no tissue_class (the embeddings table has no 'tissue_class' column; import per-patch "
+                "labels with patch_label/patch_labels)"
             )
         return robustness_index(
             table.features, table.tissue_class, table.scanner, table.specimen, k, k_candidates
@@ -140,10 +166,15 @@ def robustness_index_bags(
                 f"slide-level robustness index needs a biological label column in slides "
                 f"(label={label!r}; columns: {sel.slides.columns})"
             )
+        if sel.slides[label].null_count() == sel.slides.height:
+            raise ValueError(
+                f"slide-level robustness index: column {label!r} is empty (an embedding-only store has no slide "
+                f"label); use level='patch' with per-patch labels"
+            )
         return robustness_index(
             sel.mean_embeddings(),
             sel.slides[label].to_numpy(),
-            scanner_labels(sel.slides),
+            scan_labels(sel.slides),
             sel.slides["specimen_id"].cast(str).to_numpy(),
             k,
             k_candidates,
@@ -155,7 +186,7 @@ def cross_scanner_retrieval_bags(
     registered,
     ks: Sequence[int] = DEFAULT_TOP_K,
     cohort: str | None = "multiscanner",
-    magnification: int | None = 40,
+    magnification: Magnification = PRIMARY,
     pool: str = "scanner",
     max_queries: int | None = None,
     seed: int = 0,
@@ -167,7 +198,7 @@ def cross_scanner_retrieval_bags(
     return cross_scanner_retrieval(
         sel.features,
         np.asarray(sel.tile_id),
-        scanner_labels(sel.slides)[slide_of_row],
+        scan_labels(sel.slides)[slide_of_row],
         sel.slides["specimen_id"].cast(str).to_numpy()[slide_of_row],
         ks,
         pool=pool,
@@ -180,7 +211,7 @@ def wsi_retrieval_bags(
     bags,
     ks: Sequence[int] = DEFAULT_TOP_K,
     cohort: str | None = "multiscanner",
-    magnification: int | None = 40,
+    magnification: Magnification = PRIMARY,
 ) -> WsiRetrievalResult:
     """Same-specimen retrieval between mean embeddings per WSI."""
     sel = select_scans(bags, cohort, magnification)
@@ -190,7 +221,7 @@ def wsi_retrieval_bags(
 def scanner_predictability_bags(
     bags,
     cohort: str | None = "multiscanner",
-    magnification: int | None = 40,
+    magnification: Magnification = PRIMARY,
     n_splits: int = 5,
     seed: int = 0,
 ) -> PredictabilityResult:
@@ -198,7 +229,7 @@ def scanner_predictability_bags(
     sel = select_scans(bags, cohort, magnification)
     return scanner_predictability(
         sel.mean_embeddings(),
-        scanner_labels(sel.slides),
+        scan_labels(sel.slides),
         sel.slides["specimen_id"].cast(str).to_numpy(),
         n_splits=n_splits,
         seed=seed,

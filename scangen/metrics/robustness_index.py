@@ -141,6 +141,25 @@ def knn_balanced_accuracy(
     return out
 
 
+def check_degenerate(lab: np.ndarray, sc: np.ndarray, grp: np.ndarray, labels: Sequence | np.ndarray) -> None:
+    """The RI is undefined with one biological class (no OS neighbour can exist: RI would be 1 by
+    construction), one scanner (no SO neighbour: 0 by construction) or one specimen (every neighbour
+    is excluded): each raises naming what is missing."""
+    if lab.size and lab.max() == 0:
+        value = np.asarray(labels)[0].item()
+        raise ValueError(
+            f"robustness index: the biological label has a single class ({value!r} for all {lab.size} rows); "
+            f"it needs at least two classes (otherwise it is 1.0 by construction)"
+        )
+    if sc.size and sc.max() == 0:
+        raise ValueError(f"robustness index: all {sc.size} rows come from one scanner; it needs at least two scanners")
+    if grp.size and grp.max() == 0:
+        raise ValueError(
+            f"robustness index: all {grp.size} rows come from one specimen; it needs at least two specimens "
+            f"(neighbours from the query's own specimen never count)"
+        )
+
+
 @dataclass(frozen=True)
 class NeighbourCounts:
     """Pooled neighbour type counts at each k (arrays aligned with `k`)."""
@@ -217,6 +236,7 @@ def robustness_index(
         raise ValueError(
             f"labels ({n}), scanners ({sc.shape[0]}) and groups ({grp.shape[0]}) differ in length"
         )
+    check_degenerate(lab, sc, grp, labels)
     if k is not None:
         if int(k) < 1 or int(k) >= n:
             raise ValueError(f"k must be in [1, {n - 1}] for {n} samples, got {k}")

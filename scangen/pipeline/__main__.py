@@ -2,6 +2,7 @@
 
     python -m scangen.pipeline run --params quick [--only 03] [--force]
     python -m scangen.pipeline status [--params quick]
+    python -m scangen.pipeline strip            # clear outputs of the source notebooks before committing
 
 Without `--params` the set comes from `$SCANGEN_PARAMS` (default `quick`); this is how Quarto's
 pre-render step picks it. `--root` moves build/ and results/ (and the kernels' `SCANGEN_ROOT`) to
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--params", help="set name in params/ or a .yml path (default: $SCANGEN_PARAMS or quick)")
         cmd.add_argument("--root", help="folder to hold build/ and results/ instead of the repository")
+    sub.add_parser("strip", help="clear outputs and run metadata of the source notebooks (notebooks/)")
     run_cmd = sub.choices["run"]
     run_cmd.add_argument("--only", action="append", metavar="NN",
                          help="run only this notebook (number prefix or full name); repeatable")
@@ -51,8 +53,19 @@ def _status(param_set: str, layout: Layout) -> int:
     return 0
 
 
+def _strip(layout: Layout) -> int:
+    from scangen.pipeline.params import available_notebooks
+    from scangen.pipeline.sources import strip_notebook
+
+    for path in available_notebooks(layout.notebooks).values():
+        print(f"{path.name}: {'stripped' if strip_notebook(path) else 'clean'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "strip":
+        return _strip(Layout.default())
     layout = _layout(args.root)
     param_set = param_set_from_env(args.params)
     try:

@@ -1,4 +1,4 @@
-"""What the paper (`paper/index.qmd`) reads: the published set's result files, and the original paper's
+"""What the paper (`index.qmd` and its sections `paper/_*.qmd`) reads: the published set's result files, and the original paper's
 reported numbers to set beside ours.
 
 The article never types a result: its code cells call `ArticleData.load()`, which finds the set
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,37 @@ class ArticleData:
             raise FileNotFoundError(f"{path}: result file not found; the notebook that writes "
                                     f"{name}.json did not run for set {self.param_set!r}")
         return json.loads(path.read_text(encoding="utf-8"))
+
+    def simulated(self) -> bool:
+        """Whether every result JSON of the set says `simulated` (the article's data label)."""
+        docs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.results_dir.glob("*.json"))
+                if p.name != "manifest.json"]
+        return bool(docs) and all(doc.get("simulated") is True for doc in docs)
+
+
+INCLUDE = re.compile(r"^\{\{<\s*include\s+(\S+)\s*>\}\}[ \t]*$", re.M)
+"""Quarto's include shortcode on a line of its own."""
+
+
+def article_source(article: Path) -> str:
+    """The article's text with every `{{< include path >}}` replaced by the file's text, recursively.
+
+    As in Quarto, an included file's paths (its own includes, embeds, images) are relative to the
+    article's folder, not to the included file (a leading `/` means the same folder here).
+    """
+    article = Path(article)
+
+    def expand(text: str, seen: tuple[Path, ...]) -> str:
+        def one(match: re.Match[str]) -> str:
+            target = (article.parent / match.group(1).lstrip("/")).resolve()
+            if target in seen:
+                raise ValueError(f"{article}: include cycle through {target}")
+            if not target.is_file():
+                raise FileNotFoundError(f"{article}: included file {match.group(1)} not found ({target})")
+            return expand(target.read_text(encoding="utf-8"), seen + (target,))
+        return INCLUDE.sub(one, text)
+
+    return expand(article.read_text(encoding="utf-8"), (article.resolve(),))
 
 
 def table1_comparison_rows(table1: dict[str, Any]) -> list[list[str]]:

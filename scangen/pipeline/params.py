@@ -8,7 +8,7 @@ A set file holds three top-level keys::
       seed: 0
     notebooks:             # the notebooks to run, in this order, each with its own overrides
       01_data: {}
-      03_table1: {epochs: 30}
+      04_table1: {epochs: 30}
 
 Every notebook starts with a cell tagged `parameters` holding literal assignments; those names are
 the notebook's parameters. A shared parameter no notebook declares, or an override the notebook does

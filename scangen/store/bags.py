@@ -130,7 +130,9 @@ class Bags(_BagArrays):
     """Patch-embedding bags of one model.
 
     slides: one row per bag (slides.parquet columns); features: (N, D) float32 or float16;
-    offsets: (n + 1,) int64; coords: (N, 2) int32 level-0 (x, y); tissue_class: (N,) int8 or None.
+    offsets: (n + 1,) int64; coords: (N, 2) int32 level-0 (x, y); tissue_class: (N,) int8 or None;
+    task_label: the task's name (meta.json; None for an embedding-only store). The label itself is
+    the slides column `egfr` whatever the task's name.
     """
 
     slides: pl.DataFrame
@@ -138,6 +140,7 @@ class Bags(_BagArrays):
     offsets: np.ndarray
     coords: np.ndarray
     tissue_class: np.ndarray | None = None
+    task_label: str | None = "egfr"
 
     _ROW_FIELDS = ("coords", "tissue_class")
 

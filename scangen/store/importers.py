@@ -1,273 +1,292 @@
-"""Import real patch features (TRIDENT or CLAM folders) plus a slide manifest into a store.
+"""Import real patch features (TRIDENT, CLAM or plismbench folders) plus a slide manifest into a store.
 
-TRIDENT: `<features_dir>/<slide_id>.h5` with datasets `features` (N, D) and `coords` (N, 2).
-CLAM:    `<features_dir>/pt_files/<slide_id>.pt` holding an (N, D) tensor, coordinates from
-         `<features_dir>/h5_files/<slide_id>.h5` (`coords`); or features from h5_files/ when there is no
-         pt_files/. Without h5 coordinates the coordinates are zeros and the import says so (a warning
-         and meta.json["imports"][fm]["coords"] = "missing").
-The manifest (CSV or Parquet, or a polars DataFrame) needs slide_id, specimen_id, scanner,
-magnification, egfr, and may hold cohort (default "task"), site, split; the accepted column-name
-synonyms are MANIFEST_SYNONYMS. Imported stores are real: simulated = false everywhere.
+    import_features(features_dir, manifest, store, fm, fmt="auto", *, task="auto", scanner_aliases=None,
+                    patch_label="tissue_class", patch_labels=None, registered=None, overwrite=False)
+
+Feature layouts: `scangen.store.formats`; the manifest: `scangen.store.manifest` (any scanners,
+magnifications and task); per-patch labels: `scangen.store.patch_labels`. Registered tiles (the same
+tissue position in every scan of a specimen) come from plismbench's tile keys, or with
+`registered=True` from equal coordinates across the scans of a specimen, and feed the cross-scanner
+tile retrieval. The import is all or nothing (`scangen.store.staging`): every file is read and
+checked first, the store is built in a temporary folder and moved into place at the end. Imported
+stores are real (simulated = false everywhere). Command line: `python -m scangen.store import ...`.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import polars as pl
 
-from scangen.constants import SCANNER_NAMES
+from .cohort_checks import MIN_SPECIMENS_PER_SCANNER, check_cohort, warn_cohort
+from .formats import FORMATS, SlideFeatures, feature_files, read_slide
+from .manifest import DEFAULT_COHORT, MANIFEST_SYNONYMS, ManifestInput, manifest_source, manifest_to_slides
+from .patch_labels import encode, labels_from_table, read_side_table
+from .reader import read_meta, read_slides
+from .schema import SLIDE_COLUMNS, StoreValidationError, format_ids
+from .staging import check_target, copy_store_header, is_store, publish_model, publish_new, staging_folder
+from .vocabulary import slides_vocabulary, task_of_meta
+from .writer import write_embeddings, write_meta, write_registered, write_slides
 
-from .schema import StoreValidationError, format_ids, meta_path, slides_path
-from .validate import validate_meta, validate_slides
-from .writer import write_embeddings, write_meta, write_slides
-
-MANIFEST_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "slide_id": ("slide", "slide_name", "wsi", "wsi_id", "filename"),
-    "specimen_id": ("specimen", "case_id", "block_id"),
-    "scanner": ("scanner_id", "scanner_name"),
-    "magnification": ("mag", "objective_power"),
-    "egfr": ("egfr_status", "egfr_mutation", "label"),
-    "cohort": (),
-    "site": ("center", "tss"),
-    "split": ("fold",),
-}
-"""Canonical manifest column -> other names accepted for it (case-insensitive)."""
-FORMATS = ("auto", "trident", "clam")
+__all__ = ["FORMATS", "MANIFEST_SYNONYMS", "import_features", "import_is_current", "manifest_to_slides", "plism_manifest"]
 
 
-def _read_manifest(manifest: Path | pl.DataFrame) -> tuple[pl.DataFrame, str]:
-    if isinstance(manifest, pl.DataFrame):
-        return manifest, "manifest DataFrame"
-    path = Path(manifest)
-    if not path.is_file():
-        raise StoreValidationError(f"{path}: manifest file not found")
-    if path.suffix.lower() == ".csv":
-        return pl.read_csv(path, infer_schema=False), str(path)  # all text: ids keep leading zeros
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pl.read_parquet(path), str(path)
-    raise StoreValidationError(f"{path}: manifest must be a .csv or .parquet file")
+@dataclass
+class _Patches:
+    """Every imported patch, slides in manifest order: features (N, D), offsets (n + 1,), coords (N, 2)
+    (zeros for the slides listed in no_coords), plismbench registration keys (N, 3) or None."""
+
+    features: np.ndarray
+    offsets: np.ndarray
+    coords: np.ndarray
+    no_coords: list[str]
+    tile_key: np.ndarray | None
 
 
-def _canonical_names(df: pl.DataFrame, source: str) -> pl.DataFrame:
-    """Rename synonym columns to canonical names; two columns for one name is an error."""
-    lower = {c.lower(): c for c in df.columns}
-    renames: dict[str, str] = {}
-    for canon, synonyms in MANIFEST_SYNONYMS.items():
-        found = [lower[n] for n in (canon, *synonyms) if n in lower]
-        if len(found) > 1:
-            raise StoreValidationError(f"{source}: columns {found} all mean {canon!r}; keep one")
-        if found and found[0] != canon:
-            renames[found[0]] = canon
-    return df.rename(renames)
+def plism_manifest(features_dir: Path | str, magnification: int) -> pl.DataFrame:
+    """A manifest for a plismbench feature folder from its slide names '<staining>_<scanner>_to_...':
+    specimen = staining (one glass slide scanned on every scanner), cohort multiscanner, no task."""
+    folder = Path(features_dir)
+    names = sorted(p.parent.name for p in folder.glob("*/features.npy"))
+    if not names:
+        raise StoreValidationError(f"{folder}: no plismbench <slide>/features.npy files")
+    odd = [n for n in names if n.count("_") < 1]
+    if odd:
+        raise StoreValidationError(f"{folder}: slide folder names {format_ids(odd)} are not '<staining>_<scanner>_...'")
+    parts = [n.split("_") for n in names]
+    return pl.DataFrame({"slide_id": names, "specimen_id": [p[0] for p in parts], "scanner": [p[1] for p in parts],
+                         "magnification": [int(magnification)] * len(names), "staining": [p[0] for p in parts]})
 
 
-def _scanner_codes(col: pl.Series, source: str) -> pl.Series:
-    """Scanner codes (AT2, GT450, ...) from codes or full names, case-insensitive."""
-    lookup = {code.lower(): code for code in SCANNER_NAMES}
-    lookup.update({name.lower(): code for code, name in SCANNER_NAMES.items()})
-    if col.dtype != pl.String:
-        raise StoreValidationError(f"{source}: column 'scanner' must hold text, got {col.dtype}")
-    return col.map_elements(lambda v: lookup.get(v.strip().lower(), v), return_dtype=pl.String)
-
-
-def _magnification(col: pl.Series, source: str) -> pl.Series:
-    """Integer magnification from integers or text such as '40x'."""
-    if col.dtype.is_integer():
-        return col
-    if col.dtype == pl.String:
-        digits = col.str.strip_chars().str.to_lowercase().str.strip_suffix("x")
-        parsed = digits.cast(pl.Int64, strict=False)
-        bad = parsed.is_null() & col.is_not_null()
-        if bad.any():
-            values = col.filter(bad).unique().to_list()
-            raise StoreValidationError(f"{source}: column 'magnification' has unreadable values {values}")
-        return parsed
-    raise StoreValidationError(
-        f"{source}: column 'magnification' must be an integer (or text like '40x'), got {col.dtype}"
-    )
-
-
-def _egfr(col: pl.Series, source: str) -> pl.Series:
-    """EGFR labels as integers from integers, booleans or text ('0', '1', 'true', 'false')."""
-    if col.dtype.is_integer():
-        return col
-    if col.dtype == pl.Boolean:
-        return col.cast(pl.Int64)
-    if col.dtype == pl.String:
-        text = col.str.strip_chars().str.to_lowercase()
-        parsed = text.replace_strict({"0": 0, "1": 1, "false": 0, "true": 1}, default=None, return_dtype=pl.Int64)
-        bad = parsed.is_null() & col.is_not_null()
-        if bad.any():
-            values = col.filter(bad).unique().to_list()
-            raise StoreValidationError(f"{source}: column 'egfr' has values {values}; expected 0/1 or true/false")
-        return parsed
-    raise StoreValidationError(f"{source}: column 'egfr' must be 0/1 (integer, boolean or text), got {col.dtype}")
-
-
-def manifest_to_slides(manifest: Path | pl.DataFrame) -> pl.DataFrame:
-    """The validated slides table of a manifest (simulated = false, cohort defaults to 'task')."""
-    df, source = _read_manifest(manifest)
-    df = _canonical_names(df, source)
-    required = ["slide_id", "specimen_id", "scanner", "magnification", "egfr"]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise StoreValidationError(f"{source}: missing manifest column(s) {missing}; present: {df.columns}")
-    df = df.with_columns(
-        pl.col("slide_id").cast(pl.String),
-        pl.col("specimen_id").cast(pl.String),
-        _scanner_codes(df["scanner"], source).alias("scanner"),
-        _magnification(df["magnification"], source).alias("magnification"),
-        _egfr(df["egfr"], source).alias("egfr"),
-    )
-    if "cohort" not in df.columns:
-        df = df.with_columns(pl.lit("task").alias("cohort"))
-    return validate_slides(df.with_columns(pl.lit(False).alias("simulated")), source)
-
-
-def _detect_format(features_dir: Path, fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise StoreValidationError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if fmt != "auto":
-        return fmt
-    if (features_dir / "pt_files").is_dir() or (features_dir / "h5_files").is_dir():
-        return "clam"
-    if any(features_dir.glob("*.h5")):
-        return "trident"
-    raise StoreValidationError(f"{features_dir}: no TRIDENT *.h5 files and no CLAM pt_files/ or h5_files/ folder")
-
-
-def _feature_files(features_dir: Path, fmt: str) -> tuple[dict[str, Path], Path | None]:
-    """slide_id -> feature file, and the folder of coordinate h5 files (None if absent)."""
-    if fmt == "trident":
-        return {p.stem: p for p in sorted(features_dir.glob("*.h5"))}, features_dir
-    h5_dir = features_dir / "h5_files"
-    pt_dir = features_dir / "pt_files"
-    source = pt_dir if pt_dir.is_dir() else h5_dir
-    if not source.is_dir():
-        raise StoreValidationError(f"{features_dir}: CLAM folder needs pt_files/ or h5_files/")
-    pattern = "*.pt" if source == pt_dir else "*.h5"
-    return {p.stem: p for p in sorted(source.glob(pattern))}, (h5_dir if h5_dir.is_dir() else None)
-
-
-def _read_h5(path: Path, name: str) -> np.ndarray:
-    with h5py.File(path, "r") as f:
-        if name not in f:
-            raise StoreValidationError(f"{path}: dataset {name!r} missing (has {list(f.keys())})")
-        arr = np.asarray(f[name][()])
-    if arr.ndim == 3 and arr.shape[0] == 1:  # some extractors keep a leading batch axis
-        arr = arr[0]
-    return arr
-
-
-def _read_features(path: Path) -> np.ndarray:
-    if path.suffix == ".pt":
-        import torch
-
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(obj, torch.Tensor):
-            raise StoreValidationError(f"{path}: expected a tensor of shape (N, D), got {type(obj).__name__}")
-        arr = obj.detach().float().numpy() if obj.dtype == torch.bfloat16 else obj.detach().numpy()
-        if arr.ndim == 3 and arr.shape[0] == 1:
-            arr = arr[0]
-    else:
-        arr = _read_h5(path, "features")
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise StoreValidationError(f"{path}: features must be a non-empty (N, D) array, got shape {arr.shape}")
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)
-    if arr.dtype not in (np.float16, np.float32):
-        raise StoreValidationError(f"{path}: features must be floating point, got {arr.dtype}")
-    return arr
-
-
-def _read_coords(path: Path, n: int) -> np.ndarray:
-    coords = _read_h5(path, "coords")
-    if coords.shape != (n, 2):
-        raise StoreValidationError(f"{path}: coords has shape {coords.shape}, expected ({n}, 2) to match features")
-    if coords.dtype.kind == "f":
-        if not np.all(np.isfinite(coords)) or np.any(coords != np.round(coords)):
-            raise StoreValidationError(f"{path}: coords must be whole level-0 pixel positions")
-    return coords.astype(np.int64)
-
-
-def _check_existing_store(store: Path, slides: pl.DataFrame) -> dict:
-    """An existing store must be real and describe the same slides; returns its meta (or a new one)."""
-    meta = {"simulated": False, "models": {}}
-    if meta_path(store).exists():
-        meta = validate_meta(json.loads(meta_path(store).read_text()), str(meta_path(store)))
-        if meta["simulated"]:
-            raise StoreValidationError(f"{meta_path(store)}: store is simulated; import real features into a new store")
-    if slides_path(store).exists():
-        old = set(pl.read_parquet(slides_path(store), columns=["slide_id"])["slide_id"].to_list())
-        new = set(slides["slide_id"].to_list())
-        if old != new:
-            raise StoreValidationError(
-                f"{slides_path(store)}: store holds other slides than the manifest; differing ids "
-                f"{format_ids(sorted(old ^ new))}"
-            )
-    return meta
-
-
-def import_features(
-    features_dir: Path, manifest: Path | pl.DataFrame, store: Path, fm: str, fmt: str = "auto"
-) -> Path:
-    """Import one model's features for every manifest slide into `store` (validated); returns `store`."""
-    features_dir, store = Path(features_dir), Path(store)
-    if not features_dir.is_dir():
-        raise StoreValidationError(f"{features_dir}: features folder not found")
-    slides = manifest_to_slides(manifest)
-    fmt = _detect_format(features_dir, fmt)
-    files, coords_dir = _feature_files(features_dir, fmt)
-    ids = slides["slide_id"].to_list()
+def _match_files(ids: list[str], files: dict[str, Path], fmt: str, dirs: list[Path]) -> None:
     no_file = [s for s in ids if s not in files]
     if no_file:
-        raise StoreValidationError(
-            f"{features_dir}: no {fmt} feature file for manifest slide ids {format_ids(no_file)}"
-        )
+        raise StoreValidationError(f"{[str(d) for d in dirs]}: no {fmt} feature file for manifest slide ids {format_ids(no_file)}")
     extra = sorted(set(files) - set(ids))
     if extra:
-        raise StoreValidationError(
-            f"{features_dir}: feature files without a manifest row for slide ids {format_ids(extra)}"
-        )
-    meta = _check_existing_store(store, slides)
+        raise StoreValidationError(f"{[str(d) for d in dirs]}: feature files without a manifest row for slide ids {format_ids(extra)}")
 
-    feats, coords, missing_coords = [], [], []
-    for sid in ids:
-        arr = _read_features(files[sid])
-        coord_file = coords_dir / f"{sid}.h5" if coords_dir is not None else None
-        if coord_file is not None and coord_file.is_file():
-            coords.append(_read_coords(coord_file, len(arr)))
-        else:
-            coords.append(np.zeros((len(arr), 2), dtype=np.int64))
-            missing_coords.append(sid)
-        feats.append(arr)
-    dims = {s: a.shape[1] for s, a in zip(ids, feats)}
+
+def _read_patches(ids: list[str], files: dict[str, Path], fmt: str, patch_label: str | None,
+                  dtype: str | None = None) -> tuple[_Patches, list[np.ndarray | None]]:
+    slides: list[SlideFeatures] = [read_slide(files[s], fmt, patch_label) for s in ids]
+    dims = {s: a.features.shape[1] for s, a in zip(ids, slides)}
     if len(set(dims.values())) > 1:
         common = max(set(dims.values()), key=list(dims.values()).count)
         raise StoreValidationError(
-            f"{features_dir}: features of mixed dimension; slide ids differing from D = {common}: "
+            f"feature files: features of mixed dimension; slide ids differing from D = {common}: "
             f"{format_ids([s for s, d in dims.items() if d != common])}"
         )
-    dtype = np.float16 if all(a.dtype == np.float16 for a in feats) else np.float32
-    features = np.concatenate([a.astype(dtype, copy=False) for a in feats])
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in feats])]).astype(np.int64)
-    if missing_coords:
-        warnings.warn(
-            f"{features_dir}: no h5 coordinates for {len(missing_coords)} slide(s); their coords are zeros "
-            f"(recorded in meta.json imports[{fm!r}])",
-            stacklevel=2,
+    if dtype is None:
+        dtype = np.float16 if all(a.features.dtype == np.float16 for a in slides) else np.float32
+    elif dtype not in ("float16", "float32"):
+        raise StoreValidationError(f"dtype: expected 'float16', 'float32' or None (keep), got {dtype!r}")
+    features = np.concatenate([a.features.astype(dtype, copy=False) for a in slides])
+    offsets = np.concatenate([[0], np.cumsum([len(a.features) for a in slides])]).astype(np.int64)
+    no_coords = [s for s, a in zip(ids, slides) if a.coords is None]
+    coords = np.concatenate([a.coords if a.coords is not None else np.zeros((len(a.features), 2), np.int64)
+                             for a in slides])
+    keys = np.concatenate([a.tile_key for a in slides]) if all(a.tile_key is not None for a in slides) else None
+    return _Patches(features, offsets, coords, no_coords, keys), [a.patch_label for a in slides]
+
+
+def _check_coords(patches: _Patches, fmt: str, dirs: list[Path], registered: bool, fm: str) -> None:
+    if not patches.no_coords:
+        return
+    where = f"{[str(d) for d in dirs]}: dataset 'coords'"
+    if fmt == "trident" or registered:
+        why = "registered tiles are matched by coordinates" if registered else "TRIDENT files carry coords"
+        raise StoreValidationError(f"{where} is missing for slide ids {format_ids(patches.no_coords)} ({why})")
+    warnings.warn(
+        f"{where} (CLAM h5_files/) is missing for {len(patches.no_coords)} slide(s) {format_ids(patches.no_coords)}; "
+        f"their coords are stored as zeros (recorded in meta.json imports[{fm!r}])",
+        UserWarning, stacklevel=3,
+    )
+
+
+def _patch_labels(patches: _Patches, from_files: list[np.ndarray | None], ids: list[str], patch_label: str | None,
+                  side_table: Path | str | pl.DataFrame | None) -> tuple[np.ndarray | None, dict | None]:
+    """Encoded per-patch labels and their meta.json record (None, None when there are none)."""
+    lengths = np.diff(patches.offsets)
+    slide_of_row = np.repeat(np.arange(len(ids)), lengths)
+    if side_table is not None:
+        if patch_label is None:
+            raise StoreValidationError("patch_labels: a side table needs patch_label, the name of its label column")
+        table, source = read_side_table(side_table, patch_label)
+        raw = labels_from_table(table, source, patch_label, ids, patches.offsets,
+                                None if patches.no_coords else patches.coords)
+    else:
+        have = [s for s, v in zip(ids, from_files) if v is not None]
+        if not have:
+            return None, None
+        if len(have) < len(ids):
+            lacking = [s for s, v in zip(ids, from_files) if v is None]
+            raise StoreValidationError(
+                f"feature files: dataset {patch_label!r} (patch labels) is present for some slides but missing for "
+                f"slide ids {format_ids(lacking)}"
+            )
+        raw, source = np.concatenate(from_files), "feature files"
+    codes, classes = encode(raw, str(patch_label), source, slide_of_row, ids)
+    return codes, {"name": patch_label, "source": source, "classes": classes}
+
+
+def _tile_ids(patches: _Patches, slides: pl.DataFrame, registered: bool) -> np.ndarray | None:
+    """tile_id per patch (-1: no twin in another scan of its specimen), or None without registration."""
+    if not registered:
+        return None
+    lengths = np.diff(patches.offsets)
+    specimen = np.repeat(slides["specimen_id"].to_numpy().astype(str), lengths)
+    slide = np.repeat(np.arange(slides.height), lengths)
+    key = patches.tile_key if patches.tile_key is not None else patches.coords
+    table = pl.DataFrame({"sp": specimen, "slide": slide, **{f"k{j}": key[:, j] for j in range(key.shape[1])}})
+    kcols = [f"k{j}" for j in range(key.shape[1])]
+    repeats = table.filter(pl.struct("slide", *kcols).is_duplicated())
+    if repeats.height:
+        bad = sorted({slides["slide_id"][int(i)] for i in repeats["slide"].to_list()})
+        raise StoreValidationError(f"registered tiles: a tile position repeats within slide ids {format_ids(bad)}")
+    n_scans = table.group_by("sp", *kcols).agg(pl.len().alias("n"))
+    positions = table.select(kcols).unique().sort(kcols).with_row_index("tile")
+    table = table.join(n_scans, on=["sp", *kcols], how="left", maintain_order="left")
+    table = table.join(positions, on=kcols, how="left", maintain_order="left")
+    return np.where(table["n"].to_numpy() >= 2, table["tile"].to_numpy().astype(np.int64), -1)
+
+
+def _same_slides(old: pl.DataFrame, new: pl.DataFrame) -> list[str]:
+    """Canonical columns whose values differ between a store's slides and a manifest's."""
+    cols = [c for c in SLIDE_COLUMNS if c != "simulated"]
+    if old.height != new.height or old["slide_id"].to_list() != new["slide_id"].to_list():
+        return ["slide_id"]
+    return [c for c in cols if not old[c].equals(new[c])]
+
+
+def _existing_mode(store: Path, slides: pl.DataFrame, task: str | None, fm: str, overwrite: bool) -> str:
+    """"add" (a new model into an existing store with these slides) or "new" (build the store whole)."""
+    check_target(store)
+    if not is_store(store):
+        return "new"
+    meta = read_meta(store)
+    if meta["simulated"]:
+        raise StoreValidationError(f"{store / 'meta.json'}: store is simulated; import real features into a new store")
+    differ = _same_slides(read_slides(store), slides) + (["task"] if task_of_meta(meta) != task else [])
+    if differ:
+        if not overwrite:
+            raise StoreValidationError(
+                f"{store}: store holds other slides than the manifest (columns {differ} differ); pass overwrite=True "
+                f"(command line: --overwrite) to replace the whole store"
+            )
+        return "new"
+    if fm in meta["models"] and not overwrite:
+        raise StoreValidationError(
+            f"{store}: model {fm!r} is already imported; pass overwrite=True (command line: --overwrite) to replace it"
         )
-    write_slides(store, slides)
-    write_embeddings(store, fm, ids, offsets, features, np.concatenate(coords))
-    meta["models"] = {**meta["models"], fm: int(features.shape[1])}
-    imports = dict(meta.get("imports", {}))
-    imports[fm] = {"format": fmt, "source": str(features_dir), "coords": "missing" if missing_coords else "from h5",
-                   "slides_without_coords": missing_coords}
-    meta["imports"] = imports
-    write_meta(store, meta)
+    return "add"
+
+
+def import_is_current(features_dir: Path | str | Sequence[Path | str], manifest: ManifestInput, store: Path | str,
+                      fm: str, *, task: str | None = "auto", scanner_aliases: Mapping[str, str] | None = None,
+                      default_cohort: str = DEFAULT_COHORT) -> bool:
+    """True when `store` already holds model `fm` imported from these folders with this manifest's slides
+    and task (a pipeline rerun then reuses the store instead of importing again)."""
+    store = Path(store)
+    if not is_store(store):
+        return False
+    meta = read_meta(store)
+    dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]
+    record = meta.get("imports", {}).get(fm)
+    if meta["simulated"] or fm not in meta["models"] or not record or record.get("sources") != [str(d) for d in dirs]:
+        return False
+    slides, task_name = manifest_to_slides(manifest, task, scanner_aliases, default_cohort)
+    return task_of_meta(meta) == task_name and not _same_slides(read_slides(store), slides)
+
+
+def import_features(
+    features_dir: Path | str | Sequence[Path | str],
+    manifest: ManifestInput,
+    store: Path | str,
+    fm: str,
+    fmt: str = "auto",
+    *,
+    task: str | None = "auto",
+    scanner_aliases: Mapping[str, str] | None = None,
+    patch_label: str | None = "tissue_class",
+    patch_labels: Path | str | pl.DataFrame | None = None,
+    registered: bool | None = None,
+    overwrite: bool = False,
+    default_cohort: str = DEFAULT_COHORT,
+    min_specimens_per_scanner: int = MIN_SPECIMENS_PER_SCANNER,
+    dtype: str | None = None,
+) -> Path:
+    """Import one model's features for every manifest slide into `store`; returns `store`.
+
+    features_dir: one folder or several (slide ids unique across them); manifest: one file/DataFrame or
+    several. task: the manifest's label column ("auto": an EGFR column; None: embedding-only).
+    scanner_aliases: your scanner names -> codes. patch_label: name of the per-patch label dataset in
+    the feature files or the column of the `patch_labels` side table. registered: write registered
+    tiles (None: only for plismbench). overwrite: replace model `fm` in the store, or the whole store
+    when its slides differ. dtype: "float16" halves the store (None keeps float16 files as float16,
+    else float32). Nothing is written when anything fails.
+    """
+    dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]
+    for d in dirs:
+        if not d.is_dir():
+            raise StoreValidationError(f"{d}: features folder not found")
+    store = Path(store)
+    slides, task_name = manifest_to_slides(manifest, task, scanner_aliases, default_cohort)
+    files, fmt = feature_files(dirs, fmt)
+    registered = (fmt == "plismbench") if registered is None else bool(registered)
+    ids = slides["slide_id"].to_list()
+    _match_files(ids, files, fmt, dirs)
+    mode = _existing_mode(store, slides, task_name, fm, overwrite)
+
+    patches, file_labels = _read_patches(ids, files, fmt, patch_label, dtype)
+    _check_coords(patches, fmt, dirs, registered, fm)
+    tissue, label_record = _patch_labels(patches, file_labels, ids, patch_label, patch_labels)
+    tile_id = _tile_ids(patches, slides, registered)
+    check = check_cohort(slides, min_specimens_per_scanner)
+    warn_cohort(check, manifest_source(manifest))
+
+    record = {"format": fmt, "sources": [str(d) for d in dirs],
+              "coords": "missing" if patches.no_coords else "from files", "slides_without_coords": patches.no_coords,
+              "patch_label": label_record, "registered": registered,
+              "n_registered_tiles": 0 if tile_id is None else int((tile_id >= 0).sum()), "checks": check.to_json()}
+    with staging_folder(store) as tmp:
+        if mode == "add":
+            copy_store_header(store, tmp)
+            meta = read_meta(tmp)
+        else:
+            meta = {"simulated": False, "models": {}, "task": None if task_name is None else {"label_column": task_name}}
+        meta["models"] = {**meta["models"], fm: int(patches.features.shape[1])}
+        meta["imports"] = {**meta.get("imports", {}), fm: record}
+        meta["vocabulary"] = slides_vocabulary(slides, task_name).to_json()
+        write_meta(tmp, meta)
+        if mode == "new":
+            write_slides(tmp, slides, task_name)
+        write_embeddings(tmp, fm, ids, patches.offsets, patches.features, patches.coords, tissue)
+        if tile_id is not None:
+            _write_registered(tmp, fm, ids, patches, tile_id, tissue)
+        if mode == "new":
+            publish_new(tmp, store)
+        else:
+            publish_model(tmp, store, fm)
     return store
+
+
+def _write_registered(tmp: Path, fm: str, ids: list[str], patches: _Patches, tile_id: np.ndarray,
+                      tissue: np.ndarray | None) -> None:
+    """registered/<fm>.parquet from the patches that have a twin (slides without any are left out)."""
+    keep = tile_id >= 0
+    if not keep.any():
+        raise StoreValidationError(
+            "registered tiles: no tile position is shared by two scans of a specimen (check the coordinates, or "
+            "import with registered=False)"
+        )
+    slide_of_row = np.repeat(np.arange(len(ids)), np.diff(patches.offsets))
+    counts = np.bincount(slide_of_row[keep], minlength=len(ids))
+    present = np.flatnonzero(counts > 0)
+    offsets = np.concatenate([[0], np.cumsum(counts[present])]).astype(np.int64)
+    write_registered(tmp, fm, [ids[i] for i in present], offsets, patches.features[keep],
+                     tile_id[keep].astype(np.int32), None if tissue is None else tissue[keep])

@@ -28,6 +28,7 @@ from .columns import (
 )
 from .schema import (
     EMBEDDINGS_DIR,
+    LABEL_COLUMN,
     StoreValidationError,
     embeddings_path,
     format_ids,
@@ -36,6 +37,7 @@ from .schema import (
     slides_path,
 )
 from .validate import check_finite, validate_meta, validate_slides
+from .vocabulary import DEFAULT_TASK, task_of_meta
 
 
 def read_meta(store: Path) -> dict:
@@ -51,11 +53,31 @@ def read_meta(store: Path) -> dict:
 
 
 def read_slides(store: Path) -> pl.DataFrame:
-    """slides.parquet of `store`, validated and with canonical column types."""
+    """slides.parquet of `store`, validated and with canonical column types.
+
+    The task's column (named in meta.json, see `scangen.store.vocabulary.read_task_column`) is
+    returned under the in-memory name `egfr` (all null in an embedding-only store).
+    """
     path = slides_path(store)
     if not path.is_file():
         raise StoreValidationError(f"{path}: slides.parquet is missing")
-    return validate_slides(pl.read_parquet(path), str(path))
+    task = task_of_meta(read_meta(store)) if meta_path(store).is_file() else DEFAULT_TASK
+    return validate_slides(label_to_memory(pl.read_parquet(path), task, str(path)), str(path),
+                           has_task=task is not None, label_name=task or LABEL_COLUMN)
+
+
+def label_to_memory(df: pl.DataFrame, task: str | None, source: str) -> pl.DataFrame:
+    """The on-disk slides table with its task column renamed to the in-memory `egfr`."""
+    if task is None or task == LABEL_COLUMN:
+        return df
+    if LABEL_COLUMN in df.columns:
+        raise StoreValidationError(
+            f"{source}: column {LABEL_COLUMN!r} is reserved for the task label in memory, but the task is "
+            f"{task!r} and the table also has a column {LABEL_COLUMN!r}; rename that column"
+        )
+    if task not in df.columns:
+        raise StoreValidationError(f"{source}: missing the task label column {task!r} named in meta.json")
+    return df.rename({task: LABEL_COLUMN})
 
 
 def list_models(store: Path) -> list[str]:
@@ -244,7 +266,8 @@ def load_bags(store: Path, fm: str, slide_ids: Sequence[str] | None = None, dtyp
     _check_patch_index(data["patch_index"], offsets, ids, bag_file.source)
     check_finite(data["embedding"], offsets, ids, bag_file.source)
     coords = np.column_stack([data["x"], data["y"]]).astype(np.int32, copy=False)
-    return Bags(chosen, data["embedding"], offsets, coords, data.get("tissue_class"))
+    return Bags(chosen, data["embedding"], offsets, coords, data.get("tissue_class"),
+                task_label=task_of_meta(read_meta(store)))
 
 
 def load_registered(

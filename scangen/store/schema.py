@@ -4,7 +4,7 @@ Layout (see data/README.md):
     <store>/slides.parquet             one row per whole-slide image
     <store>/embeddings/<fm>.parquet    one row per patch, rows of one slide contiguous
     <store>/registered/<fm>.parquet    optional registered tiles (same tissue position in every scan)
-    <store>/meta.json                  {"simulated": bool, "models": {fm: D}, ...}
+    <store>/meta.json                  {"simulated": bool, "models": {fm: D}, "task": ..., ...}
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Iterable
 
 import polars as pl
 
-from scangen.constants import COHORTS, MAGNIFICATIONS, SCANNERS_40X
+from scangen.constants import COHORTS
 
 SLIDES_FILE = "slides.parquet"
 META_FILE = "meta.json"
@@ -40,10 +40,13 @@ SLIDE_COLUMNS: tuple[str, ...] = (
 
 ALLOWED_VALUES: dict[str, tuple] = {
     "cohort": COHORTS,
-    "scanner": SCANNERS_40X,
-    "magnification": MAGNIFICATIONS,
     "egfr": (0, 1),
 }
+"""Closed value sets. Scanner names are free text and magnifications any positive integer: a store's
+vocabulary comes from its data (scangen.store.vocabulary)."""
+LABEL_COLUMN = "egfr"
+"""In-memory name of the slide task label (on disk the column carries the task's own name, recorded in
+meta.json["task"]["label_column"]); null everywhere in an embedding-only store."""
 
 EMBEDDING_FLOAT_DTYPES = ("float16", "float32")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")

@@ -14,6 +14,7 @@ import polars as pl
 
 from .schema import (
     ALLOWED_VALUES,
+    LABEL_COLUMN,
     SLIDE_BOOL_COLUMNS,
     SLIDE_COLUMNS,
     SLIDE_INT_COLUMNS,
@@ -23,6 +24,7 @@ from .schema import (
     check_model_name,
     format_ids,
 )
+from .vocabulary import check_scanner_names, task_of_meta
 
 _FINITE_CHUNK_BYTES = 64 << 20
 
@@ -37,14 +39,19 @@ def _string_column(df: pl.DataFrame, col: str, source: str, nullable: bool) -> p
     raise StoreValidationError(f"{source}: column {col!r} must be a string column, got {s.dtype}")
 
 
-def validate_slides(df: pl.DataFrame, source: str) -> pl.DataFrame:
+def validate_slides(df: pl.DataFrame, source: str, has_task: bool = True, label_name: str = LABEL_COLUMN) -> pl.DataFrame:
     """Check a slides table and return it with canonical types and column order (extras kept last).
 
     `source` names the file (or argument) in error messages. Integer columns of any width are
     accepted and narrowed after their values are checked; optional `site`/`split` are added as nulls.
+    `has_task=False` (an embedding-only store): the label column may be absent and must be all null.
+    `label_name` is the task's own column name (on disk), used in messages about the label column.
     """
+    shown = {LABEL_COLUMN: label_name}
     if not isinstance(df, pl.DataFrame):
         raise StoreValidationError(f"{source}: expected a polars DataFrame, got {type(df).__name__}")
+    if not has_task:
+        df = _without_task(df, source)
     required = (*SLIDE_STRING_COLUMNS, *SLIDE_INT_COLUMNS, *SLIDE_BOOL_COLUMNS)
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -62,7 +69,7 @@ def validate_slides(df: pl.DataFrame, source: str) -> pl.DataFrame:
     for col in SLIDE_INT_COLUMNS:
         if not df[col].dtype.is_integer():
             raise StoreValidationError(
-                f"{source}: column {col!r} must be an integer column, got {df[col].dtype}"
+                f"{source}: column {shown.get(col, col)!r} must be an integer column, got {df[col].dtype}"
             )
         out[col] = df[col]
     for col in SLIDE_BOOL_COLUMNS:
@@ -72,19 +79,32 @@ def validate_slides(df: pl.DataFrame, source: str) -> pl.DataFrame:
 
     ids = out["slide_id"]
     for col in (*SLIDE_STRING_COLUMNS, *SLIDE_INT_COLUMNS, *SLIDE_BOOL_COLUMNS):
+        if col == LABEL_COLUMN and not has_task:
+            continue
         nulls = out[col].is_null()
         if nulls.any():
             where = ids.filter(nulls).fill_null("<null slide_id>").to_list()
-            raise StoreValidationError(f"{source}: column {col!r} has nulls for slide ids {format_ids(where)}")
+            raise StoreValidationError(
+                f"{source}: column {shown.get(col, col)!r} has nulls for slide ids {format_ids(where)}"
+            )
     dup = ids.filter(ids.is_duplicated()).unique(maintain_order=True).to_list()
     if dup:
         raise StoreValidationError(f"{source}: column 'slide_id' has duplicate ids {format_ids(dup)}")
+    check_scanner_names(out["scanner"], ids, source)
+    bad_mag = out["magnification"] <= 0
+    if bad_mag.any():
+        raise StoreValidationError(
+            f"{source}: column 'magnification' must hold positive integers, got "
+            f"{sorted(set(out['magnification'].filter(bad_mag).to_list()))} for slide ids {format_ids(ids.filter(bad_mag).to_list())}"
+        )
     for col, allowed in ALLOWED_VALUES.items():
+        if col == LABEL_COLUMN and not has_task:
+            continue
         bad = ~out[col].is_in(list(allowed))
         if bad.any():
             values = sorted({str(v) for v in out[col].filter(bad).to_list()})
             raise StoreValidationError(
-                f"{source}: column {col!r} has values {values} outside {list(allowed)} "
+                f"{source}: column {shown.get(col, col)!r} has values {values} outside {list(allowed)} "
                 f"for slide ids {format_ids(ids.filter(bad).to_list())}"
             )
     labels = pl.DataFrame({"specimen_id": out["specimen_id"], "egfr": out["egfr"]})
@@ -92,12 +112,26 @@ def validate_slides(df: pl.DataFrame, source: str) -> pl.DataFrame:
     if conflict.height:
         specs = sorted(conflict["specimen_id"].to_list())
         raise StoreValidationError(
-            f"{source}: column 'egfr' gives conflicting labels within specimen ids {format_ids(specs)}"
+            f"{source}: column {label_name!r} (the task label) gives conflicting labels within specimen ids "
+            f"{format_ids(specs)}"
         )
     for col, dtype in SLIDE_INT_COLUMNS.items():
         out[col] = out[col].cast(dtype)
     extras = [df[c] for c in df.columns if c not in SLIDE_COLUMNS]
     return pl.DataFrame([out[c].alias(c) for c in SLIDE_COLUMNS] + extras)
+
+
+def _without_task(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """An embedding-only table: the label column added as all-null Int8, or checked to be all null."""
+    if LABEL_COLUMN not in df.columns:
+        return df.with_columns(pl.lit(None, dtype=pl.Int8).alias(LABEL_COLUMN))
+    labelled = df[LABEL_COLUMN].is_not_null()
+    if labelled.any():
+        raise StoreValidationError(
+            f"{source}: the store has no task (meta.json \"task\": null) but column {LABEL_COLUMN!r} holds labels "
+            f"for slide ids {format_ids(df['slide_id'].filter(labelled).to_list())}"
+        )
+    return df.with_columns(pl.col(LABEL_COLUMN).cast(pl.Int8))
 
 
 def validate_meta(meta: Mapping, source: str) -> dict:
@@ -113,6 +147,10 @@ def validate_meta(meta: Mapping, source: str) -> dict:
         check_model_name(fm)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise StoreValidationError(f"{source}: models[{fm!r}] must be a positive integer D, got {dim!r}")
+    try:
+        task_of_meta(meta)
+    except StoreValidationError as err:
+        raise StoreValidationError(f"{source}: {err}") from err
     return dict(meta)
 
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_open, atomic_write_json
 from .schema import (
     EMBEDDING_FLOAT_DTYPES,
+    LABEL_COLUMN,
     StoreValidationError,
     check_model_name,
     embeddings_path,
@@ -36,6 +37,7 @@ from .validate import (
     validate_meta,
     validate_slides,
 )
+from .vocabulary import DEFAULT_TASK, check_task_name, task_of_meta
 
 ROW_GROUP_BYTES = 128 << 20
 """Target size of one row group of the embedding column."""
@@ -52,10 +54,31 @@ def _write_parquet(table: pa.Table, target: Path, **options) -> Path:
     return Path(target)
 
 
-def write_slides(store: Path, slides: pl.DataFrame) -> Path:
-    """Validate and write `<store>/slides.parquet`; returns its path."""
+_FROM_META = "<from meta.json>"
+
+
+def write_slides(store: Path, slides: pl.DataFrame, task: str | None = _FROM_META) -> Path:
+    """Validate and write `<store>/slides.parquet`; returns its path.
+
+    The in-memory label column `egfr` is written under the task's name: `task` (None: an
+    embedding-only store, no label column), by default the one in meta.json ("egfr" without one).
+    """
     target = slides_path(store)
-    canonical = validate_slides(slides, f"slides table for {target}")
+    if task == _FROM_META:
+        task = task_of_meta(_existing_meta(meta_path(store))) if meta_path(store).is_file() else DEFAULT_TASK
+    if task is not None:
+        check_task_name(task, f"slides table for {target}")
+    canonical = validate_slides(slides, f"slides table for {target}", has_task=task is not None,
+                                label_name=task or LABEL_COLUMN)
+    if task is None:
+        canonical = canonical.drop(LABEL_COLUMN)
+    elif task != LABEL_COLUMN:
+        if task in canonical.columns:
+            raise StoreValidationError(
+                f"slides table for {target}: has an extra column {task!r}, the name the task label "
+                f"({LABEL_COLUMN!r} in memory) is written under; rename it"
+            )
+        canonical = canonical.rename({LABEL_COLUMN: task})
     table = canonical.to_arrow(compat_level=pl.CompatLevel.oldest())
     return _write_parquet(table, target, compression="zstd")
 
@@ -108,6 +131,15 @@ def _tissue(tissue_class: np.ndarray | None, n: int, source: str) -> np.ndarray 
 
 def _meta_models(path: Path) -> dict:
     """The `models` mapping of an existing meta.json; a malformed file is a StoreValidationError."""
+    meta = _existing_meta(path)
+    models = meta.get("models", {})
+    if not isinstance(models, dict):
+        raise StoreValidationError(f"{path}: 'models' must be an object {{fm: D}}, got {type(models).__name__}")
+    return models
+
+
+def _existing_meta(path: Path) -> dict:
+    """An existing meta.json as a dict; a malformed file is a StoreValidationError."""
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -117,10 +149,7 @@ def _meta_models(path: Path) -> dict:
         ) from err
     if not isinstance(meta, dict):
         raise StoreValidationError(f"{path}: expected a JSON object at the top level, got {type(meta).__name__}")
-    models = meta.get("models", {})
-    if not isinstance(models, dict):
-        raise StoreValidationError(f"{path}: 'models' must be an object {{fm: D}}, got {type(models).__name__}")
-    return models
+    return meta
 
 
 def _check_meta_dim(store: Path, fm: str, dim: int, source: str) -> None:

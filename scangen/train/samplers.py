@@ -108,13 +108,13 @@ class ScanGenSampler:
         primary = int(multi["magnification"].max()) if multi.height else 40
         if scanner_subset is None:
             scanner_subset = primary_scanners(slides)
-        labels = [scanner_label(s, primary) for s in scanner_subset]
+        labels = [scanner_label(s, primary, base=primary) for s in scanner_subset]
         if include_20x:
-            labels.append(scanner_label(MAGNIFICATION_PAIR_SCANNER, 20))
+            labels.append(scanner_label(MAGNIFICATION_PAIR_SCANNER, 20, base=primary))
         table = (
             slides.with_row_index("_pos")
             .filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == split))
-            .with_columns(scanner_label_expr().alias("_label"))
+            .with_columns(scanner_label_expr(base=primary).alias("_label"))
             .filter(pl.col("_label").is_in(labels))
         )
         per = table.group_by("specimen_id").agg(pl.col("_label").n_unique().alias("n")).sort("specimen_id")

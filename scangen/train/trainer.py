@@ -15,6 +15,7 @@ torch RNG), so the same config gives bit-identical CPU results.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +28,14 @@ from scangen.models import MILModel, build_model
 from scangen.splits import TASK_SPLIT, specimen_splits
 from scangen.store.bags import Bags
 from scangen.train.batching import BagTensors, collate, same_device
-from scangen.train.config import TrainConfig, resolve_scanner_subset
-from scangen.train.evaluation import split_metrics, split_positions, test_trace, validation_positions
-from scangen.train.extensions import harmonised_bags, make_adversary
-from scangen.train.selection import EarlyStopping, selection_key
+from scangen.train.config import TrainConfig
+from scangen.train.engine import Member, evaluate, make_member, task_losses
+from scangen.train.evaluation import validation_positions  # noqa: F401  (kept importable from here)
+from scangen.train.extensions import harmonised_bags
+from scangen.train.grouping import ensemble_group_key
+from scangen.train.second_flow import second_flow_losses
+from scangen.train.selection import selection_key
+from scangen.train.stacked import StackedModel
 from scangen.train.device import (
     amp_dtype,
     autocast,
@@ -109,176 +114,140 @@ def scangen_embeddings(
     return model.project(x[mask]), spec.repeat_interleave(counts), scan.repeat_interleave(counts)
 
 
-def _evaluate(
-    model: MILModel, bt: BagTensors, slides: pl.DataFrame, evals: dict[str, np.ndarray], config: TrainConfig
-) -> dict[str, float]:
-    """Validation metrics (`split_metrics` with prefix "val") and, with `trace_test`, the traced test
-    metrics, of the model in its current state."""
-    out: dict[str, float] = {}
-    for split, pos in evals.items():
-        logits = predict_logits(model, bt, pos, patch_budget=config.eval_patch_budget)
-        if split == "val":
-            out.update(split_metrics(logits, slides[pos], "val"))
-        else:
-            out.update(test_trace(logits, slides[pos]))
-    return out
-
-
-def _task_pool(slides: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and EGFR labels of the task training pool."""
-    rows = slides.with_row_index("_pos").filter(pl.col("split") == TASK_SPLIT)
-    return rows["_pos"].to_numpy().astype(np.int64), rows["egfr"].to_numpy()
-
-
 def train(config: TrainConfig, bags: Bags, *, bag_tensors: BagTensors | None = None) -> TrainResult:
-    """Train one model on `bags` (all cohorts of one FM) as `config` says; see module docstring.
+    """Train one model on `bags` (all cohorts of one FM) as `config` says: the one-member case of
+    `train_group`; see module docstring."""
+    return train_group([config], bags, bag_tensors=bag_tensors)[0]
+
+
+def train_group(configs: list[TrainConfig], bags: Bags, *, bag_tensors: BagTensors | None = None) -> list[TrainResult]:
+    """Train configs of one `ensemble_group_key` together (scangen.train.engine); one result per config.
 
     `bag_tensors` lets a caller reuse bags already moved to the device (they must match `bags`, and
-    be harmonised already when `config.harmonize` is set: then pass the harmonised `bags` too).
+    be harmonised already when `harmonize` is set: then pass the harmonised `bags` too).
     """
-    device = resolve_device(config.device)
-    dtype = amp_dtype(device, config.amp)
-    slides = assign_splits(bags.slides, config)
-    if bag_tensors is None and config.harmonize != "none":
-        bags = harmonised_bags(bags, slides, config.harmonize)
+    configs = list(configs)
+    if len({ensemble_group_key(c) for c in configs}) != 1:
+        raise ValueError("configs: expected one or more configs sharing one ensemble_group_key")
+    first = configs[0]
+    device = resolve_device(first.device)
+    dtype = amp_dtype(device, first.amp)
+    slides = [assign_splits(bags.slides, c) for c in configs]
+    if bag_tensors is None and first.harmonize != "none":
+        bags = harmonised_bags(bags, slides[0], first.harmonize)
     bt = bag_tensors if bag_tensors is not None else BagTensors.from_bags(bags, device)
     if len(bt) != len(bags) or bt.dim != bags.dim or not same_device(bt.device, device):
         raise ValueError(
             f"bag_tensors: expected {len(bags)} bags of D={bags.dim} on {device}, "
             f"got {len(bt)} of D={bt.dim} on {bt.device}"
         )
-    evals = {"val": validation_positions(slides)}
-    if config.trace_test:
-        evals["test"] = split_positions(slides, "test")
-    val_y = slides[evals["val"]]["egfr"].to_numpy()
-    if np.unique(val_y).size < 2:
-        raise ValueError("validation split: holds a single EGFR class; AUC-based selection impossible")
-    task_pos, task_y = _task_pool(slides)
-    rng = np.random.default_rng(config.seed)
-    task_sampler = TaskSampler(task_pos, task_y, config.task_batch_size, rng)
-    sg_sampler = None
-    if config.use_scangen or config.adversary_weight > 0:
-        subset = resolve_scanner_subset(config, slides)
-        sg_sampler = ScanGenSampler(slides, config.scangen_k, rng, subset, config.include_20x_in_scangen)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices), deterministic_mode(True), cpu_threads(config.num_threads):
-        torch.manual_seed(config.seed)
-        model = build_model(bags.dim, config.head, config.hidden_dim, phi_dropout=config.dropout, **config.head_kwargs)
-        model.to(device)
-        adversary = None
-        if config.adversary_weight > 0:
-            assert sg_sampler is not None
-            adversary = make_adversary(model.phi.out_dim, len(sg_sampler.scanner_labels)).to(device)
-        gen_store = torch.Generator(device=bt.storage).manual_seed(config.seed + 1)
-        same = same_device(bt.storage, device)
-        gen_dev = gen_store if same else torch.Generator(device=device).manual_seed(config.seed + 2)
-        flows = Flows(task_sampler, sg_sampler, adversary, gen_store, gen_dev)
-        history, best_step, best_state, terms = _loop(config, model, bt, slides, flows, evals, device, dtype)
-    model.load_state_dict(best_state)
-    model.eval()
-    excluded = 0 if sg_sampler is None else int(sg_sampler.n_excluded)
-    return TrainResult(model, config, slides, bt, pl.DataFrame(history), best_step, device, dtype, excluded, terms)
+    with torch.random.fork_rng(devices=cuda_devices), deterministic_mode(True), cpu_threads(first.num_threads):
+        built = [make_member(c, s, bt, bags.dim, device) for c, s in zip(configs, slides)]
+        members = [b[0] for b in built]
+        stack = StackedModel([b[1] for b in built])
+        _loop(stack, members, bt, device, dtype)
+    results = []
+    for mem in members:
+        model = copy.deepcopy(stack.template)
+        model.load_state_dict(mem.best_state)
+        model.train(False)
+        excluded = 0 if mem.second is None else int(mem.second.n_excluded)
+        terms = (mem.totals / mem.steps).tolist() if mem.config.use_scangen else [float("nan")] * 2
+        results.append(TrainResult(model, mem.config, mem.slides, bt, pl.DataFrame(mem.history), mem.stopper.best_step,
+                                   device, dtype, excluded, (terms[0], terms[1])))
+    return results
 
 
-@dataclass
-class Flows:
-    """The run's data flows and random generators: task sampler, second-flow sampler (ScanGen and/or
-    adversary; None for a plain baseline), the DANN adversary (or None), and the torch generators of
-    patch subsampling (on the feature storage) and of the model's own draws (compute device)."""
-
-    task: TaskSampler
-    second: ScanGenSampler | None
-    adversary: torch.nn.Module | None
-    gen_store: torch.Generator
-    gen_dev: torch.Generator
+def _optimizer(stack: StackedModel, members: list[Member], config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """One fused AdamW over the stacked parameters and every member's adversary."""
+    params = list(stack.params.values())
+    for mem in members:
+        if mem.adversary is not None:
+            params += list(mem.adversary.parameters())
+    return make_optimizer(params, config, device)
 
 
-def _second_flow_loss(
-    config: TrainConfig, model: MILModel, bt: BagTensors, flows: Flows, dtype: torch.dtype | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(lam * ScanGen loss + adversary_weight * adversary loss, weighted attraction, weighted repulsion)
-    of one second-flow batch; the ScanGen parts are zero when ScanGen is off."""
-    assert flows.second is not None
-    with autocast(device, dtype):
-        z, spec, scan = scangen_embeddings(model, bt, flows.second.next(), config, flows.gen_store)
-    # Cosine distances near 0 need full precision: bf16 rounds cos to ~0.004 steps, which would erase
-    # the attraction term; so the loss runs outside autocast, in float32.
-    z = z.float()
-    zero = z.sum() * 0.0
-    loss, att, rep = zero, zero.detach(), zero.detach()
-    if config.use_scangen:
-        sg, parts = scangen_loss(z, spec, scan, config.alpha, config.margin, distance=config.scangen_distance,
-                                 pair_norm=config.scangen_pair_norm, return_terms=True)
-        if parts["n_att"] == 0 or parts["n_rep"] == 0:
-            raise RuntimeError(f"ScanGen batch without both pair kinds (|P|={parts['n_att']}, |N|={parts['n_rep']})")
-        loss = loss + config.lam * sg
-        att, rep = parts["attraction"].detach(), parts["repulsion"].detach()
-    if flows.adversary is not None:
-        loss = loss + config.adversary_weight * flows.adversary.loss(z, scan)
-    return loss, att, rep
+def _compact(stack: StackedModel, opt: torch.optim.AdamW, keep: list[int], members: list[Member],
+             config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """Drop stopped members' rows from the stack; carry the kept rows' AdamW state over unchanged."""
+    old = {name: opt.state.get(p, {}) for name, p in stack.params.items()}
+    adv_state = {p: opt.state[p] for mem in members if mem.adversary is not None for p in mem.adversary.parameters() if p in opt.state}
+    stack.keep(keep)
+    new = _optimizer(stack, members, config, device)
+    for name, p in stack.params.items():
+        if old[name]:
+            new.state[p] = {k: (v[keep].clone() if k != "step" else v.clone()) for k, v in old[name].items()}
+    for p, st in adv_state.items():
+        new.state[p] = st
+    return new
 
 
-def _loop(
-    config: TrainConfig,
-    model: MILModel,
-    bt: BagTensors,
-    slides: pl.DataFrame,
-    flows: Flows,
-    evals: dict[str, np.ndarray],
-    device: torch.device,
-    dtype: torch.dtype | None,
-) -> tuple[list[dict[str, float]], int, dict[str, torch.Tensor], tuple[float, float]]:
-    """The optimisation loop; returns the evaluation history, best step, best model state and the
-    mean weighted (attraction, repulsion) terms over all steps (NaN without ScanGen)."""
-    params = list(model.parameters()) + ([] if flows.adversary is None else list(flows.adversary.parameters()))
-    opt = make_optimizer(params, config, device)
+def _loop(stack: StackedModel, members: list[Member], bt: BagTensors, device: torch.device, dtype: torch.dtype | None) -> None:
+    """Optimise all members; fills each member's history, best state and loss-term totals."""
+    cfg = members[0].config
+    opt = _optimizer(stack, members, cfg, device)
     scaler = make_grad_scaler(device, dtype)
-    history: list[dict[str, float]] = []
-    stopper = EarlyStopping.for_config(config)
-    best_state = None
-    sums = torch.zeros(4, device=device)  # task, scangen (lam-free), attraction, repulsion
-    totals = torch.zeros(2, device=device)
-    n_since = 0
-    model.train()
-    bar = tqdm(total=config.max_steps, disable=not config.progress, desc=f"{config.head}{'+ScanGen' if config.use_scangen else ''}")
-    for step in range(1, config.max_steps + 1):
-        pos, y = flows.task.next()
-        x, mask = collate(bt, pos, config.max_patches_train, flows.gen_store)
-        y_t = torch.as_tensor(y, device=device)
+    active = list(range(len(members)))  # members[active[r]] is row r of the stack
+    desc = f"{cfg.head} x{len(members)}" if len(members) > 1 else f"{cfg.head}{'+ScanGen' if cfg.use_scangen else ''}"
+    bar = tqdm(total=cfg.max_steps, disable=not any(m.config.progress for m in members), desc=desc)
+    for step in range(1, cfg.max_steps + 1):
+        mems = [members[i] for i in active]
+        rows = list(range(len(mems)))
         with autocast(device, dtype):
-            task_loss, _ = model.task_loss(x, mask, y_t, generator=flows.gen_dev)
-        loss = task_loss
-        att = rep = torch.zeros((), device=device)
-        if flows.second is not None:
-            extra, att, rep = _second_flow_loss(config, model, bt, flows, dtype, device)
-            loss = task_loss.float() + extra
+            losses = task_losses(stack, mems, rows, bt, device)
+        total = losses.float().sum()
+        sec = [r for r, m in enumerate(mems) if m.second is not None]
+        terms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if sec:
+            outs = second_flow_losses(stack, [mems[r] for r in sec], sec, bt, device, lambda: autocast(device, dtype))
+            for r, (loss, att, rep) in zip(sec, outs):
+                total = total + loss
+                terms[r] = (att, rep)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
-        parts = torch.stack([task_loss.detach().float(), att + rep, att, rep])
-        sums += parts
-        totals += parts[2:]
-        n_since += 1
+        zero = torch.zeros((), device=device)
+        for r, mem in enumerate(mems):
+            att, rep = terms.get(r, (zero, zero))
+            parts = torch.stack([losses[r].detach().float(), att + rep, att, rep])
+            mem.sums += parts
+            mem.totals += parts[2:]
+            mem.n_since += 1
+            mem.steps += 1
         bar.update(1)
-        if step % config.eval_every == 0 or step == config.max_steps:
-            means = (sums / n_since).tolist()
-            sums.zero_()
-            n_since = 0
-            if not config.use_scangen:  # no ScanGen loss: its terms are undefined, not zero
-                means[2] = means[3] = float("nan")
-            record = {"step": step, "task_loss": means[0], "scangen_loss": means[1], "att_term": means[2], "rep_term": means[3]}
-            record.update(_evaluate(model, bt, slides, evals, config))
-            improved = stopper.update(step, selection_key(config, record))
-            if improved:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            record["selected"] = float(improved)
-            history.append(record)
-            bar.set_postfix(val_auc=f"{record['val_auc']:.3f}", val_cov=f"{record['val_cov']:.3f}")
-            if stopper.stop:
-                break
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            stopped = _record_evaluation(stack, mems, rows, bt, step)
+            if stopped:
+                keep = [r for r in rows if r not in stopped]
+                active = [active[r] for r in keep]
+                if not active:
+                    break
+                opt = _compact(stack, opt, keep, members, cfg, device)
     bar.close()
-    if best_state is None:  # unreachable: the last step always evaluates and select_min_step <= max_steps
-        raise RuntimeError("training ended without any eligible validation evaluation")
-    mean_terms = (totals / step).tolist() if config.use_scangen else [float("nan"), float("nan")]
-    return history, stopper.best_step, best_state, (mean_terms[0], mean_terms[1])
+    for mem in members:
+        if mem.best_state is None:  # unreachable: the last step evaluates and select_min_step <= max_steps
+            raise RuntimeError("training ended without any eligible validation evaluation")
+
+
+def _record_evaluation(stack: StackedModel, mems: list[Member], rows: list[int], bt: BagTensors, step: int) -> list[int]:
+    """Evaluate the active members, append their history rows, keep improved states; rows that stop."""
+    metrics = evaluate(stack, mems, rows, bt)
+    stopped = []
+    for r, mem in enumerate(mems):
+        means = (mem.sums / mem.n_since).tolist()
+        mem.sums.zero_()
+        mem.n_since = 0
+        if not mem.config.use_scangen:  # no ScanGen loss: its terms are undefined, not zero
+            means[2] = means[3] = float("nan")
+        record = {"step": step, "task_loss": means[0], "scangen_loss": means[1], "att_term": means[2], "rep_term": means[3]}
+        record.update(metrics[r])
+        improved = mem.stopper.update(step, selection_key(mem.config, record))
+        if improved:
+            mem.best_state = stack.member_state(r)
+        record["selected"] = float(improved)
+        mem.history.append(record)
+        if mem.stopper.stop:
+            stopped.append(r)
+    return stopped
