@@ -131,3 +131,11 @@ def test_val_metrics_ignore_every_other_split():
     assert T.val_metrics(pred) == T.val_metrics(_fake_predictions({"a": 1}, 0, corrupt_test=True))
     with pytest.raises(ValueError, match="split 'val'"):
         T.val_metrics(pred.filter(pl.col("split") == "test"))
+
+
+def test_log_display_and_chart():
+    log, choice, _ = _search(corrupt=False)
+    shown = T.log_display(log)
+    assert shown.height == log.height and shown["chosen"].to_list().count("chosen") == len(T.STAGES)
+    spec = T.tuning_chart(log, choice["baseline_val"]).to_dict()
+    assert "facet" in spec

@@ -227,3 +227,37 @@ def read_choice(results_dir: Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{Path(results_dir) / (CHOICE_NAME + '.json')}: unknown TrainConfig fields {unknown}")
     return overrides
+
+
+def log_display(log: pl.DataFrame) -> pl.DataFrame:
+    """The tuning log as text: stage, candidate setting, its mean validation metrics, whether it was
+    admissible (AUC rule) and which candidate each stage chose."""
+    from scangen.tables import fmt
+
+    return pl.DataFrame([{
+        "stage": r["stage"], "setting": r["setting"], "val AUC": fmt(r["val_auc"]),
+        "val median CoV": fmt(r["val_median_cov"]), "val CoV": fmt(r["val_cov"]),
+        "val within-specimen SD": fmt(r["val_within_sd"]), "val share": fmt(r["val_share"]),
+        "admissible": "yes" if r["admissible"] else "no", "chosen": "chosen" if r["chosen"] else ""}
+        for r in log.iter_rows(named=True)])
+
+
+def tuning_chart(log: pl.DataFrame, baseline_val: Mapping[str, float], *, simulated: bool = True):
+    """Validation median CoV of every candidate, one panel per stage; filled = admissible, large = chosen;
+    the dashed line is the baseline's validation median CoV."""
+    import altair as alt
+
+    df = log.with_columns(pl.when(pl.col("chosen")).then(pl.lit("chosen")).otherwise(pl.lit("not chosen"))
+                          .alias("choice")).to_pandas()
+    points = alt.Chart().mark_point(filled=True).encode(
+        x=alt.X("setting:N", title=None, sort=None, axis=alt.Axis(labelAngle=-40, labelLimit=220)),
+        y=alt.Y("val_median_cov:Q", title="validation median CoV"),
+        color=alt.Color("admissible:N", title="AUC rule met"),
+        size=alt.Size("choice:N", scale=alt.Scale(domain=["chosen", "not chosen"], range=[220, 60]), title=None),
+        tooltip=["stage", "setting", "val_auc", "val_median_cov", "val_within_sd", "val_share"])
+    base = alt.Chart().mark_rule(strokeDash=[4, 3]).encode(y="y:Q").transform_calculate(
+        y=str(float(baseline_val["val_median_cov"])))
+    title = "Validation-only tuning of ScanGen" + (" (simulated cohort)" if simulated else "")
+    return (alt.layer(points, base, data=df).properties(width=180, height=160)
+            .facet(column=alt.Column("stage:N", title=None, sort=None)).resolve_scale(x="independent")
+            .properties(title=title))
