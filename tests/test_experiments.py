@@ -400,3 +400,14 @@ def test_paired_display_formats_changes():
     assert shown.row(0, named=True) == {"fm": "A", "metric": "scanner CoV (paper)", "baseline": "0.400",
                                         "ScanGen": "0.300", "change [95% CI]": "-0.100 [-0.20, 0.05]",
                                         "verdict": "inconclusive", "pairs": "5"}
+
+
+def test_arm_display_shows_cov_intervals_and_near_zero_counts():
+    agg = stats.add_relative_change(stats.aggregate_seeds(_runs(), ["fm", "use_scangen"]), by=["fm"])
+    agg = agg.with_columns(pl.lit(1.5).alias("n_near_zero_mean"), pl.lit(22.0).alias("n_specimens_mean"))
+    shown = stats.arm_display(agg, "fm")
+    a_sg = shown.filter((pl.col("fm") == "a") & (pl.col("ScanGen") == "yes")).row(0, named=True)
+    assert a_sg["scanner CoV ↓"].startswith("0.200 [") and a_sg["scanner CoV ↓"].endswith("(-50.0%)")
+    assert a_sg["near-zero specimens"] == "1.5 of 22" and a_sg["runs"] == "2"
+    b_base = shown.filter((pl.col("fm") == "b") & (pl.col("ScanGen") == "no")).row(0, named=True)
+    assert b_base["scanner CoV ↓"] == "0.500"  # one run: no interval, no change on the baseline row

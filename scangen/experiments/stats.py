@@ -155,3 +155,26 @@ def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None
                      f"change [{round(100 * r['level'])}% CI]": fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]),
                      "verdict": r["verdict"], "pairs": str(r["n_pairs"])})
     return pl.DataFrame(rows)
+
+
+def arm_display(table: pl.DataFrame, key: str, labels: dict[str, str] | None = None) -> pl.DataFrame:
+    """Per (`key`, arm) as text: AUC, scanner CoV and magnification CoV as mean [95% interval over runs]
+    with the paper's relative change, scanner share, flip rate, near-zero test specimens (mean per run, of
+    the test specimens) and the number of runs. `table` is `aggregate_seeds` + `add_relative_change` +
+    `near_zero_counts` output (Table 1: key "fm"; Table 2: key "head")."""
+    from scangen.tables import fmt, fmt_ci
+
+    def with_change(r: dict, m: str) -> str:
+        text = fmt_ci(r[f"{m}_mean"], r[f"{m}_lo"], r[f"{m}_hi"])
+        change = r.get(f"{m}_rel_change")
+        return text if change is None or not math.isfinite(change) else f"{text} ({change:+.1f}%)"
+
+    rows = []
+    for r in table.iter_rows(named=True):
+        rows.append({key: (labels or {}).get(r[key], str(r[key])), "ScanGen": "yes" if r["use_scangen"] else "no",
+                     "EGFR AUC ↑": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+                     "scanner CoV ↓": with_change(r, "scanner_cov"), "magnification CoV ↓": with_change(r, "mag_cov"),
+                     "scanner share ↓": fmt(r["scanner_share_mean"]), "flip rate ↓": fmt(r["flip_rate_mean"]),
+                     "near-zero specimens": f"{fmt(r.get('n_near_zero_mean'), 1)} of {fmt(r.get('n_specimens_mean'), 0)}",
+                     "runs": str(r["n_seeds"])})
+    return pl.DataFrame(rows)
