@@ -25,14 +25,12 @@ import polars as pl
 import torch
 
 from scangen.models import MILModel, build_model
-from scangen.store.bags import Bags
 from scangen.train.batching import BagTensors, collate, inference_batches
 from scangen.train.config import TrainConfig, resolve_scanner_subset
-from scangen.train.device import autocast
 from scangen.train.evaluation import split_metrics, split_positions, test_trace, validation_positions
 from scangen.train.extensions import make_adversary
 from scangen.train.samplers import ScanGenSampler, TaskSampler
-from scangen.train.selection import EarlyStopping, selection_key
+from scangen.train.selection import EarlyStopping
 from scangen.train.stacked import StackedModel
 from scangen.splits import TASK_SPLIT
 

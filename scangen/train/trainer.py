@@ -23,14 +23,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from scangen.losses import scangen_loss
-from scangen.models import MILModel, build_model
-from scangen.splits import TASK_SPLIT, specimen_splits
+from scangen.models import MILModel
+from scangen.splits import specimen_splits
 from scangen.store.bags import Bags
 from scangen.train.batching import BagTensors, collate, same_device
 from scangen.train.config import TrainConfig
@@ -49,8 +47,7 @@ from scangen.train.device import (
     make_grad_scaler,
     resolve_device,
 )
-from scangen.train.predict import predict_logits
-from scangen.train.samplers import ScanGenBatch, ScanGenSampler, TaskSampler
+from scangen.train.samplers import ScanGenBatch
 
 
 @dataclass
