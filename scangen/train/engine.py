@@ -130,7 +130,8 @@ def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: Ba
     for idx in groups.values():
         splits = ["val"] + (["test"] if any("test" in members[i].evals for i in idx) else [])
         for split in splits:
-            pos = members[idx[0]].evals.get(split, split_positions(members[idx[0]].slides, split))
+            lead = members[idx[0]]
+            pos = lead.evals[split] if split in lead.evals else split_positions(lead.slides, split)
             logits = predict_members(stack, [rows[i] for i in idx], bt, pos, members[0].config.eval_patch_budget)[0]
             for j, i in enumerate(idx):
                 if split == "val":
