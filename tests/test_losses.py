@@ -177,3 +177,67 @@ def test_invalid_inputs_raise_clear_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         scangen_loss(**args)
+
+
+def test_norm_aware_distance_hand_computed_and_equal_to_cosine_at_equal_norms():
+    from scangen.losses import distance_matrix
+
+    # same direction, norms 1 and 2: |z1 - z2|^2 / (|z1|^2 + |z2|^2) = 1 / 5; cosine sees nothing
+    z = t([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, -3.0]])
+    d = distance_matrix(z, "cosine_norm")
+    assert d[0, 1].item() == pytest.approx(0.2, abs=1e-12)
+    assert distance_matrix(z, "cosine")[0, 1].item() == pytest.approx(0.0, abs=1e-12)
+    assert d[2, 3].item() == pytest.approx(2.0, abs=1e-12)  # opposite, equal norms: the maximum
+    assert d[0, 2].item() == pytest.approx(1.0, abs=1e-12)  # orthogonal: 1 whatever the norms
+    g = torch.Generator().manual_seed(0)
+    unit = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1) * 3.0
+    assert torch.allclose(distance_matrix(unit, "cosine_norm"), distance_matrix(unit, "cosine"), atol=1e-12)
+    w = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    dw = distance_matrix(w, "cosine_norm")
+    assert bool((dw >= -1e-12).all() and (dw <= 2 + 1e-12).all())
+    assert torch.allclose(distance_matrix(w * 4.0, "cosine_norm"), dw, atol=1e-12)  # common rescaling
+    with pytest.raises(ValueError, match="distance"):
+        distance_matrix(w, "euclid")
+
+
+def test_cosine_norm_loss_hand_computed():
+    z = t([[1.0, 0.0], [2.0, 0.0]])
+    loss = scangen_loss(z, t([0, 0], torch.long), t([0, 1], torch.long), 0.5, 0.5, distance="cosine_norm")
+    assert loss.item() == pytest.approx(0.5 * 0.2**2, abs=1e-12)
+    # a repulsion pair with the same direction but norm ratio 3: d = 4 / 10, hinge (0.75 - 0.4)^2
+    z = t([[1.0, 1.0], [3.0, 3.0]])
+    loss = scangen_loss(z, t([0, 1], torch.long), t([2, 2], torch.long), 0.5, 0.75, distance="cosine_norm")
+    assert loss.item() == pytest.approx(0.5 * 0.35**2, abs=1e-12)
+
+
+def test_pair_norm_hand_computed_with_unequal_pair_counts():
+    # specimens [0, 0, 0, 1], scanners [0, 1, 2, 0]: P = {(0,1), (0,2), (1,2)}, N = {(0,3)}
+    z = t([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    s, c = t([0, 0, 0, 1], torch.long), t([0, 1, 2, 0], torch.long)
+    # d01 = 1, d02 = 0, d12 = 1 -> L_att = 2; d03 = 0 -> L_rep = m^2 = 0.25
+    alpha, m = 0.3, 0.5
+    spec_form, parts = scangen_loss(z, s, c, alpha, m, return_terms=True)
+    assert spec_form.item() == pytest.approx((alpha * 2 + (1 - alpha) * 0.25) / 4, abs=1e-12)
+    assert parts["n_att"] == 3 and parts["n_rep"] == 1
+    assert parts["attraction"].item() == pytest.approx(alpha * 2 / 4, abs=1e-12)
+    assert parts["repulsion"].item() == pytest.approx((1 - alpha) * 0.25 / 4, abs=1e-12)
+    normed, counts, parts = scangen_loss(z, s, c, alpha, m, pair_norm=True, return_counts=True, return_terms=True)
+    assert counts == (3, 1)
+    assert normed.item() == pytest.approx(alpha * 2 / 3 + (1 - alpha) * 0.25 / 1, abs=1e-12)
+    assert (parts["attraction"] + parts["repulsion"]).item() == pytest.approx(normed.item(), abs=1e-12)
+    # one kind missing: its term is 0, the other is averaged over its own pairs
+    only_att = scangen_loss(z[:3], s[:3], c[:3], alpha, m, pair_norm=True)
+    assert only_att.item() == pytest.approx(alpha * 2 / 3, abs=1e-12)
+
+
+def test_cosine_norm_gradcheck_and_zero_vector():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    s, c = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 0, 1, 0])
+    assert torch.autograd.gradcheck(
+        lambda x: scangen_loss(x, s, c, 0.35, 2.0, distance="cosine_norm", pair_norm=True), (z,)
+    )
+    z0 = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    loss = scangen_loss(z0, torch.tensor([0, 0]), torch.tensor([0, 1]), 0.5, 0.5, distance="cosine_norm")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z0.grad).all()

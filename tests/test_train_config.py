@@ -37,7 +37,13 @@ def test_round_trip_through_plain_types() -> None:
         ({"head": "transformer"}, "head"),
         ({"alpha": 1.5}, "alpha"),
         ({"margin": 0.0}, "margin"),
-        ({"scanner_subset": ("AT2", "XYZ")}, "scanner_subset"),
+        ({"scanner_subset": ("AT2", "AT2")}, "scanner_subset"),
+        ({"scanner_subset": "AT2"}, "scanner_subset"),
+        ({"scangen_distance": "euclid"}, "scangen_distance"),
+        ({"harmonize": "magic"}, "harmonize"),
+        ({"adversary_weight": -1.0}, "adversary_weight"),
+        ({"select_min_step": -1}, "select_min_step"),
+        ({"select_min_step": 500, "max_steps": 400}, "select_min_step"),
         ({"scanner_subset": ("AT2",), "use_scangen": True}, "scanner_subset"),
         ({"scangen_level": "tile"}, "scangen_level"),
         ({"scangen_k": 1}, "scangen_k"),
@@ -59,3 +65,23 @@ def test_device_resolution_and_amp_only_on_cuda() -> None:
             resolve_device("cuda")
     with pytest.raises(ValueError, match="device"):
         resolve_device("not-a-device")
+
+
+def test_new_fields_are_hashed_and_scanner_subset_defaults_to_the_stores_primary_scanners() -> None:
+    import polars as pl
+
+    from scangen.train.config import resolve_scanner_subset
+
+    base = TrainConfig()
+    assert base.scanner_subset is None
+    for change in ({"select_min_step": 50}, {"scangen_distance": "cosine_norm"}, {"scangen_pair_norm": True},
+                   {"harmonize": "combat"}, {"adversary_weight": 0.5}, {"trace_test": True},
+                   {"scanner_subset": ("AT2", "GT450")}):
+        assert config_hash(base) != config_hash(base.replace(**change)), change
+    slides = pl.DataFrame({"cohort": ["multiscanner"] * 4 + ["task"], "scanner": ["X1", "X2", "X1", "X3", "T"],
+                           "magnification": [40, 40, 20, 20, 40]})
+    assert resolve_scanner_subset(base, slides) == ("X1", "X2")
+    assert resolve_scanner_subset(base.replace(scanner_subset=["X2", "X1"]), slides) == ("X2", "X1")
+    with pytest.raises(ValueError, match="TrainConfig.scanner_subset"):
+        resolve_scanner_subset(base.replace(scanner_subset=("X1", "X3")), slides)
+    assert TrainConfig.from_dict(base.to_dict()) == base

@@ -51,3 +51,43 @@ def test_val_pcov_is_the_probability_cov_of_the_selected_model(tiny_store: Path)
     means = np.array([logits[spec == s].mean() for s in np.unique(spec)])
     stds = np.array([logits[spec == s].std() for s in np.unique(spec)])
     assert np.isclose(row["val_share"][0], stds.mean() / means.std(), rtol=1e-5)
+
+
+def test_early_stopping_fires_after_exactly_patience_evaluations_without_improvement() -> None:
+    from scangen.train.selection import EarlyStopping
+
+    stopper = EarlyStopping(patience=3)
+    keys = [(0.5,), (0.7,), (0.6,), (0.7,), (0.69,)]  # 0.7 again is no improvement (strictly greater wins)
+    improved = [stopper.update(step, k) for step, k in zip(range(10, 60, 10), keys)]
+    assert improved == [True, True, False, False, False] and stopper.stop and stopper.best_step == 20
+    with pytest.raises(RuntimeError):
+        stopper.update(60, (0.9,))
+    stopper = EarlyStopping(patience=2)
+    assert [stopper.update(s, k) for s, k in [(1, (1.0,)), (2, (0.0,)), (3, (2.0,)), (4, (1.0,))]] == [True, False, True, False]
+    assert not stopper.stop and stopper.stale == 1
+
+
+def test_min_step_hides_early_evaluations_from_selection_and_patience() -> None:
+    from scangen.train.selection import EarlyStopping
+
+    stopper = EarlyStopping(patience=1, min_step=30)
+    assert stopper.update(10, (0.99,)) is False and stopper.update(20, (0.98,)) is False
+    assert not stopper.stop and stopper.best_key is None
+    assert stopper.update(30, (0.1,)) is True and stopper.best_step == 30
+    assert stopper.update(40, (0.05,)) is False and stopper.stop
+
+
+def test_trainer_applies_select_min_step_and_patience(tiny_store: Path) -> None:
+    bags = load_bags(tiny_store, "phikon-sim")
+    cfg = TrainConfig(**{**FAST, "patience": 2, "select_min_step": 12})
+    hist = train(cfg, bags).history
+    steps, selected = hist["step"].to_list(), hist["selected"].to_list()
+    assert all(sel == 0.0 for st, sel in zip(steps, selected) if st < 12)
+    eligible = hist.filter(pl.col("step") >= 12)
+    key = (eligible["val_auc"] - 1e-9 * eligible["val_loss"]).to_list()
+    best = eligible["step"][int(np.argmax(key))]
+    assert train(cfg, bags).best_step == best >= 12
+    # the run stops exactly `patience` eligible evaluations after the last improvement (or at max_steps)
+    last_improvement = eligible.filter(pl.col("selected") == 1.0)["step"].to_list()[-1]
+    expected_last = min(last_improvement + cfg.patience * cfg.eval_every, cfg.max_steps)
+    assert steps[-1] == expected_last

@@ -45,7 +45,8 @@ def test_prediction_table_rows_and_columns(tiny_bags: Bags, tmp_path: Path) -> N
     out = tmp_path / "pred.parquet"
     cfg = TrainConfig(output=str(out), predict_task=True, **FAST)
     pred = run_experiment(cfg, tiny_bags)
-    assert tuple(pred.columns) == PREDICTION_COLUMNS
+    assert tuple(pred.columns[: len(PREDICTION_COLUMNS)]) == PREDICTION_COLUMNS
+    assert all(c.startswith("diag_") for c in pred.columns[len(PREDICTION_COLUMNS):])
     assert pl.read_parquet(out).equals(pred)
     slides = assign_splits(tiny_bags.slides, cfg)
     expected = slides.filter(pl.col("split").is_in(["task_train", "val", "test"]))

@@ -29,10 +29,20 @@ class MILOutput:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
+def under_vmap(t: Tensor) -> bool:
+    """True when ``t`` is a member slice inside ``torch.func.vmap`` (the batched ensemble trainer).
+
+    Checks that read tensor values (``bool(...)``) are skipped there: vmap forbids data-dependent
+    control flow, and the ensemble trainer validates the stacked inputs before the vmapped call.
+    """
+    return bool(torch._C._functorch.is_batchedtensor(t))
+
+
 def validate_bags(h: Tensor, mask: Tensor, dim: int | None = None) -> None:
     """Raise ValueError unless ``h`` (B, N, H) float and ``mask`` (B, N) bool describe valid bags.
 
-    Every bag must hold at least one real patch: an empty bag has no defined prediction.
+    Every bag must hold at least one real patch: an empty bag has no defined prediction (this
+    value check is skipped under vmap, see `under_vmap`).
     """
     if not isinstance(h, Tensor) or h.ndim != 3:
         raise ValueError(f"h: expected a (B, N, H) tensor, got shape {tuple(getattr(h, 'shape', ()))}")
@@ -46,6 +56,8 @@ def validate_bags(h: Tensor, mask: Tensor, dim: int | None = None) -> None:
         raise ValueError(f"mask: expected shape {tuple(h.shape[:2])} matching h's (B, N), got {tuple(mask.shape)}")
     if h.shape[0] == 0:
         raise ValueError("h: the batch holds no bag (B = 0)")
+    if under_vmap(h) or under_vmap(mask):
+        return
     counts = mask.sum(dim=1)
     if bool((counts == 0).any()):
         empty = torch.nonzero(counts == 0).flatten().tolist()
@@ -57,6 +69,8 @@ def validate_targets(y: Tensor, batch: int) -> None:
     if not isinstance(y, Tensor) or tuple(y.shape) != (batch,):
         raise ValueError(f"y: expected a ({batch},) tensor of bag labels, got shape {tuple(getattr(y, 'shape', ()))}")
     yf = y.float()
+    if under_vmap(yf):
+        return
     if bool(((yf < 0) | (yf > 1) | torch.isnan(yf)).any()):
         raise ValueError("y: labels must lie in [0, 1]")
 
@@ -81,7 +95,8 @@ def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
     padded rows, and its backward pass, is skipped: the sum is the same.
     """
     acc = torch.promote_types(h.dtype, torch.float32)  # half precision would round counts (1001 -> 1000)
-    real = h if bool(mask.all()) else zero_padding(h, mask)
+    batched = under_vmap(h) or under_vmap(mask)
+    real = h if (not batched and bool(mask.all())) else zero_padding(h, mask)
     total = real.sum(dim=1, dtype=acc)
     return (total / mask.sum(dim=1, keepdim=True).to(acc)).to(h.dtype)
 

@@ -13,13 +13,17 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from scangen.constants import SCANNERS_40X
+import polars as pl
+
 from scangen.models import HEADS as _HEAD_REGISTRY
+from scangen.scan_labels import primary_scanners
 from scangen.splits import DEFAULT_FRACTIONS
 
 HEADS = tuple(_HEAD_REGISTRY)
 SCANGEN_LEVELS = ("slide", "patch", "bag")
 SELECT_METRICS = ("auc", "loss", "auc_cov", "auc_pcov", "auc_share")
+SCANGEN_DISTANCES = ("cosine", "cosine_norm")
+HARMONIZE_METHODS = ("none", "standardize", "combat", "coral")
 NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint", "num_threads"})
 """Fields that cannot change a run's numbers, so they are left out of `config_hash`."""
 
@@ -39,9 +43,18 @@ class TrainConfig:
     mean patch embedding; "patch": `scangen_patches` random patches per WSI, each labelled with
     its WSI's specimen and scanner; "bag": one item per WSI, the masked mean of phi over
     `max_patches_train` random patches, i.e. GAP's bag embedding; for other heads still the plain
-    masked mean of phi outputs), `scanner_subset` (40x scanners whose scans feed the ScanGen
-    branch), `include_20x_in_scangen` (add GT450@20x scans as a scanner of their own), `scangen_k`
-    (K specimens per ScanGen batch, each with all its scans in the subset).
+    masked mean of phi outputs), `scanner_subset` (primary-magnification scanners whose scans feed
+    the ScanGen branch; None = all primary scanners of the store, `scan_labels.primary_scanners`;
+    codes are checked against the store when training starts), `include_20x_in_scangen` (add GT450@20x scans as a scanner of their own), `scangen_k`
+    (K specimens per ScanGen batch, each with all its scans in the subset), `scangen_distance`
+    ("cosine", the paper's d = 1 - cos; "cosine_norm", the length-aware distance of
+    `scangen.losses.distance_matrix`), `scangen_pair_norm` (False: the spec's
+    (alpha L_att + (1 - alpha) L_rep) / (|P| + |N|); True: alpha L_att / |P| + (1 - alpha) L_rep / |N|).
+    Beyond the paper: `harmonize` ("none" | "standardize" | "combat" | "coral": features harmonised
+    by `scangen.harmonise.harmonise_bags`, fitted on the training slides (task_train and
+    scangen_train) only, applied to every slide), `adversary_weight` (> 0 adds
+    weight * ScannerAdversary.loss(z, scanner) on the second flow's items, a scanner classifier
+    behind gradient reversal (DANN); the second flow is then drawn even with ScanGen off).
     Task branch: `task_batch_size` bags per step, `max_patches_train` random patches per bag in
     training (None = all); inference always uses every patch.
     Optimisation: AdamW (`lr`, `weight_decay`), `max_steps`, validation every `eval_every` steps,
@@ -53,7 +66,10 @@ class TrainConfig:
     probabilities all sit near 0.5) or "auc_share" (val AUC - `cov_weight` * val scanner share:
     mean within-specimen std of logits / std of specimen mean logits, scale-free; the option that
     lets validation weigh scanner agreement without rewarding timid logits). Default "auc": the
-    task metric, the same rule for baseline and ScanGen runs.
+    task metric, the same rule for baseline and ScanGen runs. `select_min_step`: only evaluations at
+    step >= this may be selected (earlier ones are recorded, never chosen; early stopping counts
+    only evaluations from there on), the same for both arms. `trace_test`: also record test-split
+    metrics in the history at every evaluation (display only; selection never reads them).
     Reproducibility: `seed` (weights, sampling), `split_seed` and `split_fractions`
     (scangen_train/val/test of the multiscanner cohort).
     Hardware: `device` ("auto" = CUDA > MPS > CPU, or a torch device string), `amp` (mixed precision,
@@ -75,10 +91,14 @@ class TrainConfig:
     alpha: float = 0.5
     margin: float = 0.75
     scangen_level: str = "slide"
-    scanner_subset: tuple[str, ...] = SCANNERS_40X
+    scanner_subset: tuple[str, ...] | None = None
     include_20x_in_scangen: bool = False
     scangen_k: int = 8
     scangen_patches: int = 8
+    scangen_distance: str = "cosine"
+    scangen_pair_norm: bool = False
+    harmonize: str = "none"
+    adversary_weight: float = 0.0
     task_batch_size: int = 16
     max_patches_train: int | None = 128
     lr: float = 3e-4
@@ -88,6 +108,8 @@ class TrainConfig:
     patience: int = 6
     select_metric: str = "auc"
     cov_weight: float = 0.1
+    select_min_step: int = 0
+    trace_test: bool = False
     seed: int = 0
     split_seed: int = 0
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
@@ -101,20 +123,30 @@ class TrainConfig:
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scanner_subset", tuple(self.scanner_subset))
+        if self.scanner_subset is not None:
+            if isinstance(self.scanner_subset, str):
+                raise ValueError(f"TrainConfig.scanner_subset: expected None or a sequence of scanner codes, got {self.scanner_subset!r}")
+            object.__setattr__(self, "scanner_subset", tuple(self.scanner_subset))
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
         object.__setattr__(self, "head_kwargs", dict(self.head_kwargs))
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the first field outside its allowed values."""
+        subset = self.scanner_subset
         checks: list[tuple[bool, str, str]] = [
             (self.head in HEADS, "head", f"one of {HEADS}"),
             (self.scangen_level in SCANGEN_LEVELS, "scangen_level", f"one of {SCANGEN_LEVELS}"),
             (self.select_metric in SELECT_METRICS, "select_metric", f"one of {SELECT_METRICS}"),
-            (len(self.scanner_subset) >= 2 or not self.use_scangen, "scanner_subset", "at least two scanners"),
-            (all(s in SCANNERS_40X for s in self.scanner_subset), "scanner_subset", f"codes from {SCANNERS_40X}"),
-            (len(set(self.scanner_subset)) == len(self.scanner_subset), "scanner_subset", "distinct codes"),
+            (subset is None or len(subset) >= 2 or not (self.use_scangen or self.adversary_weight > 0), "scanner_subset",
+             "None or at least two scanners"),
+            (subset is None or all(isinstance(s, str) and s for s in subset), "scanner_subset", "scanner codes (strings)"),
+            (subset is None or len(set(subset)) == len(subset), "scanner_subset", "distinct codes"),
+            (self.scangen_distance in SCANGEN_DISTANCES, "scangen_distance", f"one of {SCANGEN_DISTANCES}"),
+            (self.harmonize in HARMONIZE_METHODS, "harmonize", f"one of {HARMONIZE_METHODS}"),
+            (self.adversary_weight >= 0, "adversary_weight", "a non-negative number"),
+            (self.select_min_step >= 0, "select_min_step", "a non-negative integer"),
+            (self.select_min_step <= self.max_steps, "select_min_step", f"at most max_steps ({self.max_steps})"),
             (self.lam >= 0, "lam", "a non-negative number"),
             (0.0 <= self.alpha <= 1.0, "alpha", "a number in [0, 1]"),
             (0.0 < self.margin <= 2.0, "margin", "a cosine distance in (0, 2]"),
@@ -167,3 +199,16 @@ def config_hash(config: TrainConfig, length: int = 12) -> str:
     data = {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_FIELDS}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def resolve_scanner_subset(config: TrainConfig, slides: pl.DataFrame) -> tuple[str, ...]:
+    """The run's ScanGen scanner subset: `config.scanner_subset`, or all primary scanners of the
+    store when it is None (`scan_labels.primary_scanners`). Raises ValueError naming
+    `scanner_subset` when a code is not a primary scanner of `slides`."""
+    primary = primary_scanners(slides)
+    if config.scanner_subset is None:
+        return primary
+    unknown = [s for s in config.scanner_subset if s not in primary]
+    if unknown:
+        raise ValueError(f"TrainConfig.scanner_subset: {unknown} are not primary scanners of the store {primary}")
+    return config.scanner_subset

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from scangen.constants import MAGNIFICATION_PAIR_SCANNER, SCANNERS_40X
-from scangen.scan_labels import scanner_label, scanner_label_expr
+from scangen.scan_labels import primary_scanners, scanner_label, scanner_label_expr
 
 
 class PermutationStream:
@@ -87,6 +87,8 @@ def has_both_pair_kinds(specimen: np.ndarray, scanner: np.ndarray) -> tuple[bool
 class ScanGenSampler:
     """K specimens per batch from the multiscanner `scangen_train` split, all their eligible scans.
 
+    `scanner_subset` names scanners at the cohort's primary (highest) magnification (None: all of them).
+
     `slides` is the full bag table (with the `split` column); positions refer to its rows. Scans are
     grouped by `scangen.scan_labels.scanner_label` (GT450 at 20x is a scanner of its own).
     """
@@ -98,17 +100,21 @@ class ScanGenSampler:
         slides: pl.DataFrame,
         k: int,
         rng: np.random.Generator,
-        scanner_subset: Sequence[str] = SCANNERS_40X,
+        scanner_subset: Sequence[str] | None = SCANNERS_40X,
         include_20x: bool = False,
         split: str = "scangen_train",
     ) -> None:
-        labels = [scanner_label(s, 40) for s in scanner_subset]
+        multi = slides.filter(pl.col("cohort") == "multiscanner")
+        primary = int(multi["magnification"].max()) if multi.height else 40
+        if scanner_subset is None:
+            scanner_subset = primary_scanners(slides)
+        labels = [scanner_label(s, primary, base=primary) for s in scanner_subset]
         if include_20x:
-            labels.append(scanner_label(MAGNIFICATION_PAIR_SCANNER, 20))
+            labels.append(scanner_label(MAGNIFICATION_PAIR_SCANNER, 20, base=primary))
         table = (
             slides.with_row_index("_pos")
             .filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == split))
-            .with_columns(scanner_label_expr().alias("_label"))
+            .with_columns(scanner_label_expr(base=primary).alias("_label"))
             .filter(pl.col("_label").is_in(labels))
         )
         per = table.group_by("specimen_id").agg(pl.col("_label").n_unique().alias("n")).sort("specimen_id")
