@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -154,23 +155,28 @@ def main() -> None:
           f"= {len(configs)} runs; training settings of params/{args.params}.yml: {settings}")
 
     seconds = {"ensemble": 0.0, "one by one": 0.0}
+    cpu = {"ensemble": 0.0, "one by one": 0.0}  # process CPU time: less sensitive to other load than wall time
     logits: dict[str, list[np.ndarray]] = {}
     for r in range(args.repeats):
         order = ["ensemble", "one by one"] if r % 2 == 0 else ["one by one", "ensemble"]
         for mode in order:
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if mode == "ensemble":
                 records = train_group(as_group, bags).records
             else:
                 records = list(itertools.chain.from_iterable(train_group(t, bags).records for t in alone))
             sync(device)
             seconds[mode] += time.perf_counter() - t0
+            cpu[mode] += time.process_time() - c0
             logits[mode] = [rec.predictions["logit"].to_numpy() for rec in records]
     n = len(configs) * args.repeats
     rate = {mode: 60.0 * n / s for mode, s in seconds.items()}
     for mode in seconds:
-        print(f"{mode:>11}: {rate[mode]:7.2f} runs/min ({seconds[mode] / n:.2f} s/run, {n} runs)")
+        print(f"{mode:>11}: {rate[mode]:7.2f} runs/min ({seconds[mode] / n:.2f} s/run wall, "
+              f"{cpu[mode] / n:.2f} s/run process CPU time, {n} runs)")
+    print(f"process CPU time per run, one by one / ensemble: {cpu['one by one'] / cpu['ensemble']:.2f}x")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (wall-time rates assume an idle machine)")
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(logits["ensemble"], logits["one by one"]))
     print(f"ensemble / one by one: {rate['ensemble'] / rate['one by one']:.2f}x runs per minute "
           f"(target >= 2x on CPU, >= 20x on GPU); largest |logit| difference member vs alone: {diff:.3g}")
