@@ -48,22 +48,30 @@ from scangen.train.device import resolve_device
 
 
 
+def overrides(notebooks: dict, *topics: str) -> dict:
+    """A notebook's overrides found by topic (`table1` matches `04_table1` and the older `03_table1`)."""
+    for key, value in notebooks.items():
+        if key.split("_", 1)[-1] in topics:
+            return value or {}
+    return {}
+
+
 def full_grid_runs(name: str = "full") -> dict[str, int]:
     """Distinct training runs per notebook of params/<name>.yml, counting runs shared with Table 1 once."""
     doc = yaml.safe_load((PARAMS / f"{name}.yml").read_text())
     p, nb = doc["parameters"], doc.get("notebooks") or {}
     fms, seeds = len(p["fms"]), list(p["seeds"])
-    t1_seeds = set((nb.get("03_table1") or {}).get("seeds", seeds))
+    t1_seeds = set(overrides(nb, "table1").get("seeds", seeds))
     out = {"table1": fms * 2 * len(t1_seeds)}
-    abl = nb.get("04_ablation") or {}
+    abl = overrides(nb, "ablation")
     abl_seeds = set(abl.get("seeds", seeds))
     n_sub = abl.get("max_subsets") or len(enumerate_subsets())
     # per seed: 1 baseline + n_sub ScanGen subsets; the baseline of a Table 1 seed is reused
     out["ablation"] = len(abl_seeds) * (1 + n_sub) - len(abl_seeds & t1_seeds)
-    mil = nb.get("05_mil_extensions") or {}
+    mil = overrides(nb, "mil_heads", "mil_extensions")
     n_heads = len([h for h in mil.get("heads", MIL_HEADS) if h != "gap"])  # GAP runs are Table 1's
     out["mil_heads"] = n_heads * 2 * len(set(mil.get("seeds", seeds)))
-    sens = nb.get("06_sensitivity") or nb.get("03_tuning") or {}
+    sens = overrides(nb, "tuning", "sensitivity")
     grid = sens.get("grid") or {}
     sens_seeds = set(sens.get("seeds", seeds))
     # one-at-a-time sweep: the default ScanGen run + each non-default value; the default run is Table 1's
@@ -100,14 +108,13 @@ def end_to_end(name: str, size: str, scheduler: str | None, store: Path | None) 
     session = ExperimentSession(store, cache, train_settings(p["steps"], p.get("device", "auto"), p.get("train")),
                                 scheduler=scheduler or "local")
     fm = p["fms"][-1]
+    mil, sens = overrides(nb, "mil_heads", "mil_extensions"), overrides(nb, "tuning", "sensitivity")
     steps = {
-        "table1": lambda: run_table1(session, p["fms"], (nb.get("03_table1") or {}).get("seeds", p["seeds"])),
-        "ablation": lambda: run_ablation(session, fm, (nb.get("04_ablation") or {}).get("seeds", p["seeds"]),
-                                         max_subsets=(nb.get("04_ablation") or {}).get("max_subsets")),
-        "mil_heads": lambda: run_mil_table(session, fm, (nb.get("05_mil_extensions") or {}).get("heads", MIL_HEADS),
-                                           (nb.get("05_mil_extensions") or {}).get("seeds", p["seeds"])),
-        "sensitivity": lambda: run_sensitivity(session, fm, (nb.get("06_sensitivity") or {}).get("grid"),
-                                               (nb.get("06_sensitivity") or {}).get("seeds", p["seeds"])),
+        "table1": lambda: run_table1(session, p["fms"], overrides(nb, "table1").get("seeds", p["seeds"])),
+        "ablation": lambda: run_ablation(session, fm, overrides(nb, "ablation").get("seeds", p["seeds"]),
+                                         max_subsets=overrides(nb, "ablation").get("max_subsets")),
+        "mil_heads": lambda: run_mil_table(session, fm, mil.get("heads", MIL_HEADS), mil.get("seeds", p["seeds"])),
+        "sensitivity": lambda: run_sensitivity(session, fm, sens.get("grid"), sens.get("seeds", p["seeds"])),
     }
     total = time.perf_counter()
     for label, step in steps.items():
