@@ -1,41 +1,43 @@
 """On-disk cache of finished training runs, keyed by a hash of everything that determines the run.
 
-A run's key hashes (1) its training configuration (every field, as plain JSON), (2) a fingerprint of
+A run's key hashes (1) its training configuration (every result-relevant field, as plain JSON, plus the
+resolved device and, on CPU, the torch thread count: both change the rounding), (2) a fingerprint of
 the store it reads (meta.json, slides.parquet and the FM's embeddings file, by content), and (3) a
-fingerprint of the source code that produces predictions (trainer, models, loss, splits, store
-reader). Rerunning a notebook with unchanged inputs therefore reuses finished training; changing any
-of the three trains again. One folder per key:
+fingerprint of the code that produces the run (the import closure of the training entry points and
+the torch/numpy versions; `scangen.experiments.code_fingerprint`). Rerunning a notebook with unchanged
+inputs therefore reuses finished training; changing any of the three trains again. One folder per key:
 
-    <cache>/<key>/predictions.parquet   the run's predictions table (as run_experiment returns it)
-    <cache>/<key>/run.json              the config, the fingerprints and the training wall time
+    <cache>/<key>/run.json             config, fingerprints, diagnostics (NaN stored as null),
+                                       train_seconds (wall time / members of the group it trained in),
+                                       group_size, group_seconds, n_rows
+    <cache>/<key>/history.parquet      one row per evaluation (RunRecord.history)
+    <cache>/<key>/predictions.parquet  the run's predictions (RunRecord.predictions), written last
 
-Both files are written to a temporary name and moved into place with `os.replace`, and
-`predictions.parquet` is written last of the two only after `run.json`, so a half-written entry is
-never read back as finished (an entry counts only when both files exist).
+Every file is written to a temporary name and moved into place with `os.replace`, predictions last, so
+a half-written entry is never read back as finished (a record counts only when all three files exist).
+The cache never records *whether* a lookup hit: `hits` and `misses` count lookups in this process.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import polars as pl
 
 from scangen.atomic import atomic_write_with
+from scangen.experiments.code_fingerprint import code_fingerprint, process_code_fingerprint
 
-import scangen
+if TYPE_CHECKING:
+    from scangen.train.experiment import RunRecord
 
-PACKAGE_DIR = Path(scangen.__file__).resolve().parent
-CODE_PARTS: tuple[str, ...] = (
-    "train", "models", "losses.py", "splits.py", "store", "constants.py",
-    "metrics/__init__.py", "metrics/cov.py", "metrics/classification.py", "metrics/summary.py",
-)
-"""Parts of the package (relative to scangen/) whose source changes invalidate cached runs."""
+__all__ = ["RunCache", "code_fingerprint", "config_dict", "file_digest", "process_code_fingerprint",
+           "run_key", "store_fingerprint"]
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -77,36 +79,19 @@ def store_fingerprint(store: Path, fm: str | None = None) -> str:
     return h.hexdigest()
 
 
-def code_fingerprint(parts: Iterable[str] = CODE_PARTS, package_dir: Path = PACKAGE_DIR) -> str:
-    """Digest of the source files of the package parts that produce predictions (absent parts skipped)."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        path = package_dir / part
-        files = sorted(path.rglob("*.py")) if path.is_dir() else ([path] if path.is_file() else [])
-        for f in files:
-            h.update(str(f.relative_to(package_dir)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def process_code_fingerprint() -> str:
-    """`code_fingerprint()` taken once per process: the code this process imported, even if the
-    files change on disk while it runs."""
-    return code_fingerprint()
-
-
 def run_key(config: Any, store_fp: str, code_fp: str) -> str:
     """Cache key of one run: a short digest of config, store fingerprint and code fingerprint."""
     payload = json.dumps({"config": config_dict(config), "store": store_fp, "code": code_fp}, sort_keys=True)
     return hashlib.blake2b(payload.encode(), digest_size=10).hexdigest()
 
 
-class RunCache:
-    """Folder of finished runs; `get_or_run` returns cached predictions or trains and stores them.
+def _json_diagnostics(diagnostics: Mapping[str, float]) -> dict[str, float | None]:
+    """Diagnostics as strict JSON (non-finite values as null)."""
+    return {str(k): (float(v) if math.isfinite(float(v)) else None) for k, v in diagnostics.items()}
 
-    `hits` and `misses` count lookups in this process, so notebooks and tests can show what was reused.
-    """
+
+class RunCache:
+    """Folder of finished runs (see the module docstring); `hits` / `misses` count this process's lookups."""
 
     def __init__(self, root: Path, code_fp: str | None = None) -> None:
         self.root = Path(root)
@@ -118,30 +103,59 @@ class RunCache:
         """Cache key of `config` run on the store with fingerprint `store_fp`."""
         return run_key(config, store_fp, self.code_fp)
 
-    def _entry(self, key: str) -> tuple[Path, Path]:
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
         folder = self.root / key
-        return folder / "predictions.parquet", folder / "run.json"
+        return folder / "predictions.parquet", folder / "history.parquet", folder / "run.json"
+
+    def has_record(self, key: str) -> bool:
+        """Whether `key` holds a complete record (predictions, history and run.json)."""
+        return all(p.is_file() for p in self._paths(key))
 
     def get(self, key: str) -> pl.DataFrame | None:
         """Cached predictions of `key`, or None when the run has not finished before."""
-        pred_path, info_path = self._entry(key)
+        pred_path, _, info_path = self._paths(key)
         if not (pred_path.is_file() and info_path.is_file()):
             return None
         return pl.read_parquet(pred_path)
 
     def info(self, key: str) -> dict[str, Any] | None:
-        """The run.json record of `key` (config, fingerprints, train seconds), or None."""
-        _, info_path = self._entry(key)
+        """The run.json record of `key` (config, fingerprints, diagnostics, seconds), or None."""
+        info_path = self._paths(key)[2]
         return json.loads(info_path.read_text()) if info_path.is_file() else None
 
+    def get_record(self, key: str) -> "RunRecord | None":
+        """The cached RunRecord of `key` (diagnostics' nulls back to NaN), or None if incomplete/absent."""
+        from scangen.train.experiment import RunRecord
+
+        if not self.has_record(key):
+            return None
+        pred_path, hist_path, _ = self._paths(key)
+        diag = (self.info(key) or {}).get("diagnostics") or {}
+        return RunRecord(predictions=pl.read_parquet(pred_path), history=pl.read_parquet(hist_path),
+                         diagnostics={k: (float("nan") if v is None else float(v)) for k, v in diag.items()})
+
     def put(self, key: str, predictions: pl.DataFrame, record: Mapping[str, Any]) -> None:
-        """Store a finished run: run.json first, predictions.parquet last (both atomic)."""
+        """Store predictions with a run.json `record`: run.json first, predictions.parquet last (atomic)."""
         if not isinstance(predictions, pl.DataFrame):
             raise TypeError(f"predictions: expected a polars DataFrame, got {type(predictions).__name__}")
-        pred_path, info_path = self._entry(key)
-        text = json.dumps(dict(record), indent=1, sort_keys=True, default=str)
+        pred_path, _, info_path = self._paths(key)
+        text = json.dumps(dict(record), indent=1, sort_keys=True, default=str, allow_nan=False)
         atomic_write_with(info_path, lambda p: p.write_text(text))
         atomic_write_with(pred_path, lambda p: predictions.write_parquet(p))
+
+    def put_record(self, key: str, record: "RunRecord", info: Mapping[str, Any]) -> None:
+        """Store a finished RunRecord: run.json (`info` + diagnostics), history, predictions last (atomic)."""
+        for name in ("predictions", "history"):
+            if not isinstance(getattr(record, name), pl.DataFrame):
+                raise TypeError(f"record.{name}: expected a polars DataFrame, got {type(getattr(record, name)).__name__}")
+        pred_path, hist_path, info_path = self._paths(key)
+        full = {**dict(info), "diagnostics": _json_diagnostics(record.diagnostics),
+                "code_fingerprint": self.code_fp, "n_rows": record.predictions.height}
+        text = json.dumps(full, indent=1, sort_keys=True, default=str, allow_nan=False)
+        pred_path.unlink(missing_ok=True)  # an older entry must not look complete while this one is written
+        atomic_write_with(info_path, lambda p: p.write_text(text))
+        atomic_write_with(hist_path, lambda p: record.history.write_parquet(p))
+        atomic_write_with(pred_path, lambda p: record.predictions.write_parquet(p))
 
     def get_or_run(
         self, config: Any, store_fp: str, run: Callable[[], pl.DataFrame]

@@ -1,38 +1,61 @@
 """One experiment session: a store, a run cache, shared training settings and preloaded bags.
 
-The compendium trains ~100 short runs. A session loads each FM's bags once (keeping the most recent
+The compendium trains a grid of short runs. A session loads each FM's bags once (keeping the most recent
 `keep_fms` in memory, since experiments loop FM by FM), builds every `TrainConfig` from one set of
 shared settings (the notebook's quick/smoke parameters), and sends every run through the on-disk
-`RunCache`, so a rerun reuses finished training. `summarize` turns a run's predictions into one flat
-row of test-split metrics (scangen.metrics.summarize_predictions).
+`RunCache`, so a rerun reuses finished training. `records` / `run_table` take a whole grid: cached
+configs are served from the cache, the others are grouped into ensembles (`scangen.experiments.grid`)
+and trained here or, with `scheduler`, on a Dask cluster (`scangen.experiments.dask_grid`); the
+session writes each finished group to the cache as it arrives. One progress bar (tqdm.auto: a widget
+in notebooks, text elsewhere) counts runs, the cached ones separately. `summarize` turns a run's
+predictions into one flat row of test-split metrics (scangen.metrics.summarize_predictions) plus its
+diagnostics (`diag_*`). Rows never record whether they came from the cache (a result file must not
+depend on what was cached); `session.cache.hits` / `.misses` count that instead.
+
+Scheduler: `scheduler=None` runs locally unless the environment variable SCANGEN_DASK_SCHEDULER names
+a scheduler address (so a whole pipeline run can go to a cluster without changing its notebooks);
+`scheduler="local"` always runs locally. SCANGEN_MAX_ENSEMBLE likewise sets `max_ensemble`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-
+import os
 from collections import OrderedDict
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import polars as pl
+import torch
 
 from scangen import metrics as M
-from scangen.constants import SCANNERS_40X
 from scangen.metrics.scanner_variance import scanner_variance
 from scangen.experiments.cache import RunCache, config_dict, store_fingerprint
 from scangen.metrics import summarize_predictions
+from scangen.scan_labels import primary_scanners
 from scangen.store import Bags, load_bags, read_meta
-from scangen.train import TrainConfig, run_experiment
+from scangen.experiments.grid import GroupResult, GroupTask, LocalExecutor, plan_groups
+from scangen.train import TrainConfig
 from scangen.train.config import NON_RESULT_FIELDS, config_hash
-from scangen.train.device import resolve_device
+
+if TYPE_CHECKING:
+    from scangen.train.experiment import RunRecord
 
 VARIANCE_COLUMNS: tuple[str, ...] = ("scanner_share", "offset_sd", "residual_sd", "between_sd", "median_abs_mean")
 """Test-logit decomposition fields (`scangen.metrics.scanner_variance`) kept in every run row."""
 KEY_EXCLUDED = NON_RESULT_FIELDS | {"store"}
 """Config fields left out of the cache key: outputs/progress, and the store path (the store's
-content fingerprint is part of the key instead, so a moved store is still recognised)."""
+content fingerprint is part of the key instead, so a moved store is still recognised). `num_threads`
+is among them, but a CPU run's effective thread count is keyed (`ExperimentSession.key_config`)."""
+SCHEDULER_ENV = "SCANGEN_DASK_SCHEDULER"
+MAX_ENSEMBLE_ENV = "SCANGEN_MAX_ENSEMBLE"
+
+
+class GridError(RuntimeError):
+    """Some groups of a grid failed; every finished run is in the cache, so a rerun trains only the rest."""
+
 
 
 def _check_fields(overrides: Mapping[str, Any], where: str) -> None:
@@ -56,10 +79,12 @@ def train_settings(steps: int | None, device: str, overrides: Mapping[str, Any] 
 
 
 class ExperimentSession:
-    """Runs training configs on one store with caching; see the module docstring."""
+    """Runs training configs on one store with caching, grouped into ensembles, here or on Dask;
+    see the module docstring. Call `close()` (or use `with`) to release a Dask client it opened."""
 
     def __init__(self, store: Path, cache_dir: Path, train: Mapping[str, Any] | None = None, *,
-                 keep_fms: int = 1, n_boot: int = 1000) -> None:
+                 keep_fms: int = 1, n_boot: int = 1000, scheduler: Any = None, ensemble: bool = True,
+                 max_ensemble: int | None = None, progress: bool = True) -> None:
         self.store = Path(store)
         if not (self.store / "slides.parquet").is_file():
             raise FileNotFoundError(f"store {self.store}: no slides.parquet; run notebook 01 (data) first")
@@ -72,7 +97,43 @@ class ExperimentSession:
         self.cache = RunCache(Path(cache_dir))
         self.keep_fms = max(1, int(keep_fms))
         self.n_boot = n_boot
+        self.ensemble = bool(ensemble)
+        if max_ensemble is None and os.environ.get(MAX_ENSEMBLE_ENV):
+            max_ensemble = int(os.environ[MAX_ENSEMBLE_ENV])
+        if max_ensemble is not None and max_ensemble < 1:
+            raise ValueError(f"max_ensemble: expected None or a positive integer, got {max_ensemble!r}")
+        self.max_ensemble = max_ensemble
+        self.progress = progress
+        if scheduler is None:
+            scheduler = os.environ.get(SCHEDULER_ENV) or None
+        self.scheduler = None if scheduler == "local" else scheduler
+        self._executor: Any = None
+        self._device_types: dict[str, str] = {}
         self._bags: OrderedDict[str, Bags] = OrderedDict()
+
+    def __enter__(self) -> "ExperimentSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the Dask client this session opened (a Client passed in is left open)."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+    @property
+    def executor(self) -> Any:
+        """Where groups train: LocalExecutor, or DaskExecutor when a scheduler is set (connected on first use)."""
+        if self._executor is None:
+            if self.scheduler is None:
+                self._executor = LocalExecutor(self.bags)
+            else:
+                from scangen.experiments.dask_grid import DaskExecutor
+
+                self._executor = DaskExecutor(self.scheduler, self.bags)
+        return self._executor
 
     @property
     def models(self) -> list[str]:
@@ -80,14 +141,20 @@ class ExperimentSession:
         return list(self.meta.get("models", {}))
 
     def config(self, **changes: Any) -> TrainConfig:
-        """The shared settings with `changes` applied. Baselines keep the default scanner subset, so a
-        baseline run is the same cached run whichever experiment asks for it."""
+        """The shared settings with `changes` applied. Baselines keep the default scanner subset (None: all
+        primary scanners), so a baseline run is the same cached run whichever experiment asks for it."""
         _check_fields(changes, "config changes")
         if changes.get("fm") is not None and changes["fm"] not in self.models:
             raise ValueError(f"fm: {changes['fm']!r} is not in store {self.store} (models {self.models})")
         if not changes.get("use_scangen", self.base.use_scangen):
-            changes.setdefault("scanner_subset", SCANNERS_40X)
+            changes.setdefault("scanner_subset", None)
         return self.base.replace(**changes)
+
+    @functools.cached_property
+    def primary_scanners(self) -> tuple[str, ...]:
+        """The store's primary-magnification scanners (ScanGen's default subset, the auc_<scanner> columns)."""
+        slides = pl.read_parquet(self.store / "slides.parquet", columns=["scanner", "magnification", "cohort"])
+        return primary_scanners(slides)
 
     def bags(self, fm: str) -> Bags:
         """All bags of `fm`, loaded once and kept while fewer than `keep_fms` other FMs are newer."""
@@ -98,27 +165,118 @@ class ExperimentSession:
         self._bags.move_to_end(fm)
         return self._bags[fm]
 
+    def device_type(self, config: TrainConfig) -> str:
+        """Device type `config` trains on where this session trains ("auto" resolved here or on the workers)."""
+        if config.device not in self._device_types:
+            self._device_types[config.device] = self.executor.device_type(config.device)
+        return self._device_types[config.device]
+
+    def run_threads(self, config: TrainConfig) -> int | None:
+        """Torch CPU threads of a CPU run (its num_threads, else this process's count); None off the CPU."""
+        if self.device_type(config) != "cpu":
+            return None
+        return int(config.num_threads or torch.get_num_threads())
+
     def key_config(self, config: TrainConfig) -> dict[str, Any]:
         """The config fields that define a cached run; the device is resolved ("auto" -> "cpu" or
-        "cuda"), since CPU and GPU runs of one config give slightly different numbers."""
+        "cuda"), since CPU and GPU runs of one config give slightly different numbers, and a CPU run's
+        torch thread count is added, since it changes the rounding too."""
         out = {k: v for k, v in config_dict(config).items() if k not in KEY_EXCLUDED}
-        out["device"] = resolve_device(config.device).type
+        out["device"] = self.device_type(config)
+        if out["device"] == "cpu":
+            out["cpu_threads"] = self.run_threads(config)
         return out
+
+    def cache_key(self, config: TrainConfig) -> str:
+        """The run cache key of `config` on this session's store."""
+        return self.cache.key(self.key_config(config), store_fingerprint(self.store, config.fm))
+
+    def records(self, configs: Iterable[TrainConfig]) -> list[RunRecord]:
+        """RunRecords of `configs` (input order): cached ones read back, the rest trained as grouped
+        ensembles (here or on Dask) and cached group by group as they finish.
+
+        Counts one cache hit per config found in the cache (or repeated in `configs`) and one miss per
+        config trained. Raises GridError after the other groups finished if some group failed on Dask."""
+        from tqdm.auto import tqdm
+
+        configs = list(configs)
+        keys = [self.cache_key(c) for c in configs]
+        found: dict[str, RunRecord] = {}
+        todo: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found and key not in todo:
+                record = self.cache.get_record(key)
+                if record is None:
+                    todo[key] = i
+                    continue
+                found[key] = record
+        n_train = len(todo)
+        self.cache.misses += n_train
+        self.cache.hits += len(configs) - n_train
+        tasks = self._tasks([configs[i] for i in todo.values()], list(todo))
+        bar = tqdm(total=len(configs), initial=len(configs) - n_train, unit="run", desc="runs",
+                   disable=not self.progress or n_train == 0 or len(configs) < 2)
+        bar.set_postfix(cached=len(configs) - n_train, trained=0)
+        failed: list[tuple[GroupTask, BaseException]] = []
+        done = 0
+        try:
+            for task, result in self.executor.run(tasks, self.cache.code_fp):
+                if isinstance(result, BaseException):
+                    failed.append((task, result))
+                    continue
+                self._store(task, result, found)
+                done += len(task.keys)
+                bar.update(len(task.keys))
+                bar.set_postfix(cached=len(configs) - n_train, trained=done)
+        finally:
+            bar.close()
+        if failed:
+            n_failed = sum(len(t.keys) for t, _ in failed)
+            raise GridError(f"{n_failed} of {n_train} runs to train failed in {len(failed)} groups ({done} finished "
+                            f"and cached; rerun to train the rest). First error: {failed[0][1]!r}") from failed[0][1]
+        return [found[k] for k in keys]
+
+    def _tasks(self, configs: list[TrainConfig], keys: list[str]) -> list[GroupTask]:
+        """Group the configs to train into GroupTasks, each with the device type and CPU threads it is keyed for."""
+        tasks = []
+        for members in plan_groups(configs, self.max_ensemble, ensemble=self.ensemble):
+            first = configs[members[0]]
+            tasks.append(GroupTask(fm=first.fm, configs=tuple(configs[i] for i in members),
+                                   keys=tuple(keys[i] for i in members), device=self.device_type(first),
+                                   threads=self.run_threads(first)))
+        return tasks
+
+    def _store(self, task: GroupTask, result: GroupResult, found: dict[str, RunRecord]) -> None:
+        """Check a finished group came from this session's code and write its runs to the cache."""
+        if result.code_fp != self.cache.code_fp:
+            raise RuntimeError(f"worker {result.worker} ran scangen code {result.code_fp}, not the client's "
+                               f"{self.cache.code_fp}; its results are not cached")
+        for config, key, record in zip(task.configs, task.keys, result.records):
+            info = {"config": self.key_config(config), "store_fingerprint": store_fingerprint(self.store, config.fm),
+                    "train_seconds": result.seconds / len(task.keys), "group_size": len(task.keys),
+                    "group_seconds": result.seconds, "device": result.device, "worker": result.worker}
+            self.cache.put_record(key, record, info)
+            found[key] = record
 
     def run(self, config: TrainConfig) -> tuple[pl.DataFrame, bool]:
         """(predictions, cached) of one run: the cached result, or a fresh training run stored in the cache."""
-        fp = store_fingerprint(self.store, config.fm)
-        return self.cache.get_or_run(self.key_config(config), fp, lambda: run_experiment(config, bags=self.bags(config.fm)))
+        hits = self.cache.hits
+        record = self.records([config])[0]
+        return record.predictions, self.cache.hits > hits
 
-    def summarize(self, predictions: pl.DataFrame, config: TrainConfig, cached: bool = False) -> dict[str, Any]:
-        """One flat row: run identity, then the test-split metrics (per-scanner AUC as auc_<scanner>)."""
+    def summarize(self, predictions: pl.DataFrame, config: TrainConfig, cached: bool | None = None) -> dict[str, Any]:
+        """One flat row: run identity, the test-split metrics (per-scanner AUC as auc_<scanner>) and every
+        diagnostic column of the predictions (`diag_<name>`). `cached` is accepted from older callers and
+        ignored: rows never record cache use."""
+        del cached
+        subset = self.primary_scanners if config.scanner_subset is None else config.scanner_subset
         s = summarize_predictions(predictions, n_boot=self.n_boot, seed=config.seed)
         # too few test specimens for a bootstrap (tiny cohorts): the CI bounds are NaN, every other metric stays
         s["ci_note"] = "" if math.isfinite(s["auc_ci_low"]) else f"no bootstrap CI: {s['n_boot_skipped']} resamples lacked a class"
         row: dict[str, Any] = {
             "fm": config.fm, "head": config.head, "use_scangen": config.use_scangen, "seed": config.seed,
-            "scanner_subset": list(config.scanner_subset), "n_scanners": len(config.scanner_subset),
-            "config_hash": config_hash(config), "cached": cached, "code_fingerprint": self.cache.code_fp,
+            "scanner_subset": list(subset), "n_scanners": len(subset),
+            "config_hash": config_hash(config), "code_fingerprint": self.cache.code_fp,
         }
         for k in ("auc", "auc_ci_low", "auc_ci_high", "scanner_cov", "mag_cov", "flip_rate", "threshold",
                   "n_near_zero", "n_near_zero_mag", "n_specimens", "n_slides", "ci_note"):
@@ -127,16 +285,17 @@ class ExperimentSession:
         row["scanner_cov_prob"] = M.scanner_cov(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), on="prob")
         variance = scanner_variance(test["logit"].to_numpy(), test["specimen_id"].to_numpy(), test["scanner"].to_numpy())
         row.update({k: variance.as_row()[k] for k in VARIANCE_COLUMNS})
-        for scanner in SCANNERS_40X:
+        for scanner in self.primary_scanners:
             row[f"auc_{scanner}"] = s["per_scanner_auc"].get(scanner, float("nan"))
+        for column in predictions.columns:
+            if column.startswith("diag_"):
+                row[column] = float(predictions[column][0]) if predictions.height else float("nan")
         return row
 
     def run_table(self, configs: Iterable[TrainConfig]) -> pl.DataFrame:
-        """Run (or reuse) every config in order and return one summary row per run."""
-        rows = []
-        for config in configs:
-            pred, cached = self.run(config)
-            rows.append(self.summarize(pred, config, cached))
-        if not rows:
+        """One summary row per config (input order); runs come from `records` (cache, ensembles, Dask)."""
+        configs = list(configs)
+        if not configs:
             raise ValueError("configs: expected at least one run, got none")
+        rows = [self.summarize(r.predictions, c) for c, r in zip(configs, self.records(configs))]
         return pl.DataFrame(rows)
