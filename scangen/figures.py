@@ -50,7 +50,7 @@ def _fm_label(fm: str) -> str:
     return f"{fm} ({REAL_MODEL_OF[fm]} stand-in)" if fm in REAL_MODEL_OF else fm
 
 
-def _tip(field: str, title: str, fmt: str | None = None) -> alt.Tooltip:
+def tooltip(field: str, title: str, fmt: str | None = None) -> alt.Tooltip:
     """A tooltip entry with a reader's name and, for numbers, a rounded format (e.g. ".3f")."""
     return alt.Tooltip(field, title=title, format=fmt) if fmt else alt.Tooltip(field, title=title)
 
@@ -92,8 +92,8 @@ def umap_chart(coords: pl.DataFrame, *, simulated: bool, width: int = 150, heigh
                     y=alt.Y("umap_2:Q", axis=alt.Axis(labels=False, ticks=False, title="UMAP 2"), scale=alt.Scale(zero=False)),
                     color=enc,
                     shape=alt.Shape("magnification:N", title="magnification"),
-                    tooltip=[_tip("fm", "model"), _tip("specimen_id", "specimen"), _tip("scanner", "scanner"),
-                             _tip("magnification", "magnification (x)")],
+                    tooltip=[tooltip("fm", "model"), tooltip("specimen_id", "specimen"), tooltip("scanner", "scanner"),
+                             tooltip("magnification", "magnification (x)")],
                 )
                 .properties(width=width, height=height)
             )
@@ -136,8 +136,8 @@ def cov_auc_chart(table: pl.DataFrame, *, simulated: bool, width: int = 420, hei
     color = alt.Color("model:N", title="foundation model",
                       legend=alt.Legend(orient="bottom", direction="vertical", columns=2, labelLimit=0))
     rule = alt.Chart(seg).mark_rule(strokeWidth=2).encode(x=x, y=y, x2="x1:Q", y2="y1:Q", color=color)
-    tips = [_tip("model", "model"), _tip("x0", "baseline scanner CoV", ".3f"), _tip("y0", "baseline AUC", ".3f"),
-            _tip("x1", "ScanGen scanner CoV", ".3f"), _tip("y1", "ScanGen AUC", ".3f")]
+    tips = [tooltip("model", "model"), tooltip("x0", "baseline scanner CoV", ".3f"), tooltip("y0", "baseline AUC", ".3f"),
+            tooltip("x1", "ScanGen scanner CoV", ".3f"), tooltip("y1", "ScanGen AUC", ".3f")]
     start = alt.Chart(seg).mark_point(size=70, filled=False).encode(x=x, y=y, color=color, tooltip=tips)
     head = (
         alt.Chart(seg)
@@ -156,14 +156,14 @@ def ablation_chart(subsets: pl.DataFrame, by_size: pl.DataFrame, *, simulated: b
     _require(by_size, ["size", "gain_mean"], "ablation by size")
     subsets, by_size = _clean(subsets.drop("subset", strict=False)), _clean(by_size)
     x = alt.X("size:O", title="number of scanners in the ScanGen loss")
-    tips = [_tip("name", "scanners"), _tip("gain", "CoV gain (%)", ".1f")]
+    tips = [tooltip("name", "scanners"), tooltip("gain", "CoV gain (%)", ".1f")]
     if "scanner_cov" in subsets.columns:
-        tips.append(_tip("scanner_cov", "scanner CoV", ".3f"))
+        tips.append(tooltip("scanner_cov", "scanner CoV", ".3f"))
     pts = alt.Chart(subsets).mark_circle(size=45, opacity=0.55, color="#4c78a8").encode(
         x=x, y=alt.Y("gain:Q", title="scanner CoV gain over baseline (%)"), tooltip=tips
     )
     line = alt.Chart(by_size).mark_line(point=True, color="#e45756", strokeWidth=2.5).encode(
-        x=x, y="gain_mean:Q", tooltip=[_tip("size", "scanners in the loss"), _tip("gain_mean", "mean CoV gain (%)", ".1f")])
+        x=x, y="gain_mean:Q", tooltip=[tooltip("size", "scanners in the loss"), tooltip("gain_mean", "mean CoV gain (%)", ".1f")])
     zero = alt.Chart(pl.DataFrame({"z": [0.0]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="z:Q")
     title = _sim(f"ScanGen with limited scanners ({_fm_label(fm)}), tested on all six", simulated)
     return alt.layer(zero, pts, line, title=title).properties(width=width, height=height)
@@ -186,8 +186,8 @@ def mil_chart(table: pl.DataFrame, *, simulated: bool, fm: str,
     x = alt.X("aggregator:N", title=None, sort=order, axis=alt.Axis(labelAngle=0))
     panels = []
     for metric, label in (("auc", "EGFR AUC"), ("scanner_cov", "scanner CoV")):
-        tips = [_tip("aggregator", "MIL aggregator"), _tip("training", "training"),
-                _tip(f"{metric}_mean", f"{label} (seed mean)", ".3f")]
+        tips = [tooltip("aggregator", "MIL aggregator"), tooltip("training", "training"),
+                tooltip(f"{metric}_mean", f"{label} (seed mean)", ".3f")]
         bars = alt.Chart(data).mark_bar().encode(
             x=x, xOffset="training:N", y=alt.Y(f"{metric}_mean:Q", title=label),
             color=alt.Color("training:N", title=None, legend=alt.Legend(orient="bottom")), tooltip=tips,
@@ -211,8 +211,8 @@ def sensitivity_chart(table: pl.DataFrame, baseline_cov: float, *, simulated: bo
         part = data.filter(pl.col("parameter") == name)
         pts = alt.Chart(part).mark_point(filled=True, size=80).encode(
             x=alt.X("value:N", title=name, axis=alt.Axis(labelAngle=0)), y=alt.Y("scanner_cov:Q", title="test scanner CoV"),
-            tooltip=[_tip("value", name), _tip("scanner_cov", "test scanner CoV", ".3f"), _tip("auc", "test AUC", ".3f"),
-                     _tip("val_auc", "validation AUC", ".3f"), _tip("val_scanner_cov", "validation scanner CoV", ".3f")])
+            tooltip=[tooltip("value", name), tooltip("scanner_cov", "test scanner CoV", ".3f"), tooltip("auc", "test AUC", ".3f"),
+                     tooltip("val_auc", "validation AUC", ".3f"), tooltip("val_scanner_cov", "validation scanner CoV", ".3f")])
         ref = alt.Chart(pl.DataFrame({"cov": [baseline_cov]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="cov:Q")
         layers = [ref, pts]
         if default.height:

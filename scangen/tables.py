@@ -296,11 +296,13 @@ def best_worst_display(best_worst: dict) -> pl.DataFrame:
 
 
 def sensitivity_display(table: pl.DataFrame) -> pl.DataFrame:
-    """One row per (setting, value): validation AUC/CoV, then test AUC, CoV on logits and on probabilities."""
+    """One row per (setting, value): validation (Val.) AUC and CoV, then test AUC, scanner CoV of
+    logits and of probabilities (prob.), magnification (Mag.) CoV; short headers keep eight number
+    columns on the page."""
     return pl.DataFrame([
-        {"Setting": r["parameter"], "Value": _cell(r["value"], 3), "Validation AUC ↑": fmt(r["val_auc"]),
-         "Validation CoV ↓": fmt(r["val_scanner_cov"]), "Test AUC ↑": fmt(r["auc"]),
-         "Test CoV (logits) ↓": fmt(r["scanner_cov"]), "Test CoV (probabilities) ↓": fmt(r["scanner_cov_prob"]),
-         "Magnification CoV ↓": fmt(r["mag_cov"])}
+        {"Setting": r["parameter"], "Value": _cell(r["value"], 3), "Val. AUC ↑": fmt(r["val_auc"]),
+         "Val. CoV ↓": fmt(r["val_scanner_cov"]), "Test AUC ↑": fmt(r["auc"]),
+         "Test CoV ↓": fmt(r["scanner_cov"]), "Test CoV, prob. ↓": fmt(r["scanner_cov_prob"]),
+         "Mag. CoV ↓": fmt(r["mag_cov"])}
         for r in table.iter_rows(named=True)
     ])

@@ -41,8 +41,9 @@ def _free_port() -> int:
 def lab(smoke_run: dict, tmp_path_factory: pytest.TempPathFactory):
     """A copy of the smoke run's root, the smoke notebooks parameterised into `lab/`, and a
     JupyterLab server on it (kernels get `SCANGEN_ROOT` = the copy)."""
-    from papermill.parameterize import parameterize_notebook
     import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
 
     from scangen.pipeline.layout import Layout
 
@@ -56,7 +57,7 @@ def lab(smoke_run: dict, tmp_path_factory: pytest.TempPathFactory):
     lab_dir = root / "lab"
     lab_dir.mkdir()
     for name in pset.names():
-        nb = nbformat.read(pset.notebook(name).path, as_version=4)
+        nb = load_notebook_node(str(pset.notebook(name).path))  # with the metadata papermill expects
         nb = parameterize_notebook(nb, pset.parameters_for(name, layout))
         nbformat.write(nb, lab_dir / f"{name}.ipynb")
     port = _free_port()

@@ -187,6 +187,22 @@ def test_embedded_cells_have_outputs_and_no_errors(smoke_layout: Layout) -> None
                     for o in c.get("outputs", []) if o["output_type"] == "error"], nb_path.name
 
 
+def test_embedded_tables_fit_the_page(smoke_layout: Layout) -> None:
+    """Every table the article embeds fits the typeset text width (scangen.tables.fits_page): its
+    longest unbreakable cells, side by side, are narrower than the page."""
+    from scangen.tables import fits_page
+
+    for notebook, label in _embeds():
+        if not label.startswith("tbl-"):
+            continue
+        nb = json.loads((smoke_layout.executed / notebook.name).read_text())
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and label in _labels_in_code(["".join(c["source"])]))
+        markdown = "".join("".join(o["data"]["text/markdown"]) for o in cell["outputs"] if "text/markdown" in o.get("data", {}))
+        lines = [line.strip().strip("|").split(" | ") for line in markdown.splitlines() if line.startswith("|")]
+        header, rows = [c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]]
+        assert fits_page(header, rows), f"{notebook.name}#{label} is too wide for the page: {header}"
+
+
 def test_article_numbers_are_computed_from_the_smoke_results(smoke_layout: Layout,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Layout, "default", classmethod(lambda cls: smoke_layout))
