@@ -66,7 +66,7 @@ def lab(smoke_run: dict, tmp_path_factory: pytest.TempPathFactory):
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={lab_dir}",
          "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-         "jupyterlab.NeverCheckForUpdate"],
+         "jupyterlab.NeverCheckForUpdate", *(["--allow-root"] if os.geteuid() == 0 else [])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -111,7 +111,7 @@ const q = s => [...document.querySelectorAll(s)];
 return {
   errors: q('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]').map(e => e.textContent.slice(0, 400)),
   stderr: q('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').map(e => e.textContent.slice(0, 200)),
-  charts: q('.jp-OutputArea-output[data-mime-type="application/vnd.vegalite.v5+json"]').map(
+  charts: q('.jp-OutputArea-output.jp-RenderedVegaCommon5').map(
       e => ({drawn: !!e.querySelector('canvas, svg'), text: e.textContent.slice(0, 200)})),
   widgets: q('.jp-OutputArea-output .widget-hprogress, .jp-OutputArea-output .jupyter-widgets').length,
   text: document.querySelector('.jp-Notebook').textContent
@@ -129,13 +129,17 @@ def _run_notebook(driver, url: str, name: str, timeout: float = 420.0) -> dict:
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
     wait.until(lambda d: d.execute_script("return document.querySelector('.jp-Notebook-ExecutionIndicator')"
                                           "?.getAttribute('data-status')") == "idle")
-    menu = wait.until(ec.element_to_be_clickable(
-        (By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and normalize-space()='Run']")))
-    menu.click()
-    wait.until(ec.element_to_be_clickable(
-        (By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and normalize-space()='Run All Cells']"))).click()
+    for _ in range(5):  # the menu can open before the notebook panel takes it: retry until cells start
+        for button in driver.find_elements(By.XPATH, "//button[normalize-space()='No']"):
+            button.click()  # the "Jupyter news?" toast
+        wait.until(ec.element_to_be_clickable(
+            (By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and normalize-space()='Run']"))).click()
+        wait.until(ec.element_to_be_clickable(
+            (By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and normalize-space()='Run All Cells']"))).click()
+        time.sleep(5)
+        if any(p != "[ ]:" for p in driver.execute_script(RUN_STATE_JS)["prompts"]):
+            break
     deadline = time.time() + timeout
-    time.sleep(2)
     while time.time() < deadline:
         state = driver.execute_script(RUN_STATE_JS)
         if not state["busy"] and state["prompts"] and all(p not in ("[ ]:", "") for p in state["prompts"]):
