@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -47,22 +48,30 @@ from scangen.train.device import resolve_device
 
 
 
+def overrides(notebooks: dict, *topics: str) -> dict:
+    """A notebook's overrides found by topic (`table1` matches `04_table1` and the older `03_table1`)."""
+    for key, value in notebooks.items():
+        if key.split("_", 1)[-1] in topics:
+            return value or {}
+    return {}
+
+
 def full_grid_runs(name: str = "full") -> dict[str, int]:
     """Distinct training runs per notebook of params/<name>.yml, counting runs shared with Table 1 once."""
     doc = yaml.safe_load((PARAMS / f"{name}.yml").read_text())
     p, nb = doc["parameters"], doc.get("notebooks") or {}
     fms, seeds = len(p["fms"]), list(p["seeds"])
-    t1_seeds = set((nb.get("03_table1") or {}).get("seeds", seeds))
+    t1_seeds = set(overrides(nb, "table1").get("seeds", seeds))
     out = {"table1": fms * 2 * len(t1_seeds)}
-    abl = nb.get("04_ablation") or {}
+    abl = overrides(nb, "ablation")
     abl_seeds = set(abl.get("seeds", seeds))
     n_sub = abl.get("max_subsets") or len(enumerate_subsets())
     # per seed: 1 baseline + n_sub ScanGen subsets; the baseline of a Table 1 seed is reused
     out["ablation"] = len(abl_seeds) * (1 + n_sub) - len(abl_seeds & t1_seeds)
-    mil = nb.get("05_mil_extensions") or {}
+    mil = overrides(nb, "mil_heads", "mil_extensions")
     n_heads = len([h for h in mil.get("heads", MIL_HEADS) if h != "gap"])  # GAP runs are Table 1's
     out["mil_heads"] = n_heads * 2 * len(set(mil.get("seeds", seeds)))
-    sens = nb.get("06_sensitivity") or nb.get("03_tuning") or {}
+    sens = overrides(nb, "tuning", "sensitivity")
     grid = sens.get("grid") or {}
     sens_seeds = set(sens.get("seeds", seeds))
     # one-at-a-time sweep: the default ScanGen run + each non-default value; the default run is Table 1's
@@ -99,14 +108,13 @@ def end_to_end(name: str, size: str, scheduler: str | None, store: Path | None) 
     session = ExperimentSession(store, cache, train_settings(p["steps"], p.get("device", "auto"), p.get("train")),
                                 scheduler=scheduler or "local")
     fm = p["fms"][-1]
+    mil, sens = overrides(nb, "mil_heads", "mil_extensions"), overrides(nb, "tuning", "sensitivity")
     steps = {
-        "table1": lambda: run_table1(session, p["fms"], (nb.get("03_table1") or {}).get("seeds", p["seeds"])),
-        "ablation": lambda: run_ablation(session, fm, (nb.get("04_ablation") or {}).get("seeds", p["seeds"]),
-                                         max_subsets=(nb.get("04_ablation") or {}).get("max_subsets")),
-        "mil_heads": lambda: run_mil_table(session, fm, (nb.get("05_mil_extensions") or {}).get("heads", MIL_HEADS),
-                                           (nb.get("05_mil_extensions") or {}).get("seeds", p["seeds"])),
-        "sensitivity": lambda: run_sensitivity(session, fm, (nb.get("06_sensitivity") or {}).get("grid"),
-                                               (nb.get("06_sensitivity") or {}).get("seeds", p["seeds"])),
+        "table1": lambda: run_table1(session, p["fms"], overrides(nb, "table1").get("seeds", p["seeds"])),
+        "ablation": lambda: run_ablation(session, fm, overrides(nb, "ablation").get("seeds", p["seeds"]),
+                                         max_subsets=overrides(nb, "ablation").get("max_subsets")),
+        "mil_heads": lambda: run_mil_table(session, fm, mil.get("heads", MIL_HEADS), mil.get("seeds", p["seeds"])),
+        "sensitivity": lambda: run_sensitivity(session, fm, sens.get("grid"), sens.get("seeds", p["seeds"])),
     }
     total = time.perf_counter()
     for label, step in steps.items():
@@ -154,23 +162,28 @@ def main() -> None:
           f"= {len(configs)} runs; training settings of params/{args.params}.yml: {settings}")
 
     seconds = {"ensemble": 0.0, "one by one": 0.0}
+    cpu = {"ensemble": 0.0, "one by one": 0.0}  # process CPU time: less sensitive to other load than wall time
     logits: dict[str, list[np.ndarray]] = {}
     for r in range(args.repeats):
         order = ["ensemble", "one by one"] if r % 2 == 0 else ["one by one", "ensemble"]
         for mode in order:
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if mode == "ensemble":
                 records = train_group(as_group, bags).records
             else:
                 records = list(itertools.chain.from_iterable(train_group(t, bags).records for t in alone))
             sync(device)
             seconds[mode] += time.perf_counter() - t0
+            cpu[mode] += time.process_time() - c0
             logits[mode] = [rec.predictions["logit"].to_numpy() for rec in records]
     n = len(configs) * args.repeats
     rate = {mode: 60.0 * n / s for mode, s in seconds.items()}
     for mode in seconds:
-        print(f"{mode:>11}: {rate[mode]:7.2f} runs/min ({seconds[mode] / n:.2f} s/run, {n} runs)")
+        print(f"{mode:>11}: {rate[mode]:7.2f} runs/min ({seconds[mode] / n:.2f} s/run wall, "
+              f"{cpu[mode] / n:.2f} s/run process CPU time, {n} runs)")
+    print(f"process CPU time per run, one by one / ensemble: {cpu['one by one'] / cpu['ensemble']:.2f}x")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (wall-time rates assume an idle machine)")
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(logits["ensemble"], logits["one by one"]))
     print(f"ensemble / one by one: {rate['ensemble'] / rate['one by one']:.2f}x runs per minute "
           f"(target >= 2x on CPU, >= 20x on GPU); largest |logit| difference member vs alone: {diff:.3g}")

@@ -3,6 +3,8 @@ counting, summary rows (diagnostics, no cache flag), the progress bar, and the w
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -105,3 +107,13 @@ def test_scheduler_from_environment(tiny_store: Path, tmp_path: Path, monkeypatc
     session = _session(tiny_store, tmp_path)
     assert session.scheduler == "tcp://127.0.0.1:1" and session.max_ensemble == 4
     assert _session(tiny_store, tmp_path, scheduler="local").scheduler is None
+
+
+def test_local_grid_never_imports_dask(tiny_store: Path, tmp_path: Path):
+    code = ("import sys\nfrom scangen.experiments.session import ExperimentSession\n"
+            f"s = ExperimentSession({str(tiny_store)!r}, {str(tmp_path)!r}, {{'device': 'cpu'}})\n"
+            "s.key_config(s.config(fm='phikon-sim')); s.executor\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -31,8 +31,8 @@ def client():
         cluster.close()
 
 
-def _session(store: Path, cache: Path, scheduler=None) -> ExperimentSession:
-    return ExperimentSession(store, cache, SETTINGS, n_boot=50, progress=False, max_ensemble=2,
+def _session(store: Path, cache: Path, scheduler=None, max_ensemble: int = 2) -> ExperimentSession:
+    return ExperimentSession(store, cache, SETTINGS, n_boot=50, progress=False, max_ensemble=max_ensemble,
                              scheduler=scheduler or "local")
 
 
@@ -41,19 +41,30 @@ def _grid(session: ExperimentSession):
             for fm in ("phikon-sim", "uni-sim") for sg in (False, True) for s in (0, 1)]
 
 
+_LOCAL: dict[int, tuple] = {}
+
+
+def _local(store: Path, root: Path, max_ensemble: int):
+    """(table, cache folder) of the grid trained locally in groups of at most `max_ensemble`, once per module."""
+    if max_ensemble not in _LOCAL:
+        cache = root / f"local_{max_ensemble}"
+        session = _session(store, cache, max_ensemble=max_ensemble)
+        _LOCAL[max_ensemble] = (session.run_table(_grid(session)), cache)
+    return _LOCAL[max_ensemble]
+
+
 @pytest.fixture(scope="module")
-def local_table(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory):
-    cache = tmp_path_factory.mktemp("local_cache")
-    session = _session(tiny_store, cache)
-    return session.run_table(_grid(session)), cache
+def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local")
 
 
 def _entries(cache: Path) -> set[str]:
     return {p.parent.name for p in cache.glob("*/predictions.parquet")}
 
 
-def test_cluster_gives_the_local_tables(tiny_store: Path, tmp_path: Path, client, local_table):
-    table, local_cache = local_table
+def test_cluster_gives_the_local_tables(tiny_store: Path, tmp_path: Path, client, local_root):
+    """Groups of 2 (ensembles) on the workers: bit-identical to the same groups trained locally."""
+    table, local_cache = _local(tiny_store, local_root, 2)
     session = _session(tiny_store, tmp_path, scheduler=client)
     remote = session.run_table(_grid(session))
     assert_frame_equal(remote, table, check_exact=True)
@@ -63,9 +74,12 @@ def test_cluster_gives_the_local_tables(tiny_store: Path, tmp_path: Path, client
     assert client.status == "running"  # a Client passed in stays open
 
 
-def test_killed_worker_loses_no_finished_run(tiny_store: Path, tmp_path: Path, client, local_table):
-    session = _session(tiny_store, tmp_path, scheduler=client)
-    session.max_ensemble = 1  # 8 units of work, so both workers are busy when one dies
+def test_killed_worker_loses_no_finished_run(tiny_store: Path, tmp_path: Path, client, local_root):
+    """One config per unit of work (8 units, so both workers are busy when one dies, and a run's numbers do
+    not depend on which configs the rerun groups it with: members of different ensembles agree only
+    within float tolerance, scangen.train.ensemble)."""
+    reference, _ = _local(tiny_store, local_root, 1)
+    session = _session(tiny_store, tmp_path, scheduler=client, max_ensemble=1)
     put = session.cache.put_record
     killed: list[str] = []
 
@@ -85,8 +99,8 @@ def test_killed_worker_loses_no_finished_run(tiny_store: Path, tmp_path: Path, c
     assert 1 <= len(finished) < 8
     for key in finished:  # every run that came back is complete in the cache
         assert session.cache.get_record(key) is not None
-    rerun = _session(tiny_store, tmp_path, scheduler=client.scheduler.address)  # by address: its own Client
+    rerun = _session(tiny_store, tmp_path, scheduler=client.scheduler.address, max_ensemble=1)  # own Client
     table = rerun.run_table(_grid(rerun))
     assert (rerun.cache.hits, rerun.cache.misses) == (len(finished), 8 - len(finished))
-    assert_frame_equal(table, local_table[0], check_exact=True)
+    assert_frame_equal(table, reference, check_exact=True)
     rerun.close()

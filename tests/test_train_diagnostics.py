@@ -54,7 +54,11 @@ def test_run_diagnostics_read_the_selected_models_test_outputs(tiny_bags) -> Non
     diag = run_diagnostics(result)
     pos = split_positions(result.slides, "test")
     rows = result.slides[pos]
-    logits, pooled, mean_phi = bag_outputs(result.model, result.bag_tensors, pos, cfg.eval_patch_budget)
+    logits, pooled, mean_phi = result.outputs.take(pos)  # the trainer's batched final pass
+    # the same outputs from the extracted nn.Module (checkpoint path), up to float32 rounding
+    alone = bag_outputs(result.model, result.bag_tensors, pos, cfg.eval_patch_budget)
+    for got, ref in zip(alone, (logits, pooled, mean_phi)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
     assert diag["within_sd"] == pytest.approx(within_specimen_sd(logits, rows["specimen_id"].to_numpy()), rel=1e-9)
     # GAP's pooled bag embedding IS the bag-level loss item: both spaces give the same distances
     np.testing.assert_allclose(pooled, mean_phi, rtol=1e-6, atol=1e-7)

@@ -92,3 +92,14 @@ def test_a_stopped_member_keeps_its_selection_while_the_others_train_on(tiny_bag
     assert short.predictions["best_step"][0] == selected[-1]
     alone = run_record(quick_stop, tiny_bags)
     np.testing.assert_allclose(short.predictions["logit"].to_numpy(), alone.predictions["logit"].to_numpy(), atol=LOGIT_TOL)
+
+
+def test_adversary_and_harmonised_members_equal_runs_alone(tiny_bags: Bags) -> None:
+    pytest.importorskip("scangen.harmonise")
+    kw = dict(harmonize="combat", **FAST)
+    configs = [TrainConfig(adversary_weight=0.5, **kw),
+               TrainConfig(use_scangen=True, adversary_weight=1.0, scangen_level="bag", seed=1, **kw),
+               TrainConfig(seed=2, **kw)]
+    for cfg, rec in zip(configs, run_ensemble(configs, tiny_bags)):
+        alone = run_record(cfg, tiny_bags)
+        np.testing.assert_allclose(rec.predictions["logit"].to_numpy(), alone.predictions["logit"].to_numpy(), atol=LOGIT_TOL)

@@ -1,8 +1,10 @@
 """Run the grid's units of work on a Dask distributed cluster (optional: `pip install scangen[cluster]`).
 
 Workers receive the bags, they do not read the store: the client loads each FM's bags once and
-scatters them into the cluster (Dask copies them to whichever workers run that FM's groups), so
-workers need scangen and its dependencies but no access to the store or the run cache. Each group
+scatters them to every worker (broadcast: scattered data is not recomputable, so a copy on a single
+worker would be lost with it and fail every later group of that FM; a restarted or added worker
+fetches it from a peer), and frees them when the FM's last group is done. Workers need scangen and
+its dependencies but no access to the store or the run cache. Each group
 (`scangen.experiments.grid.train_group`) comes back to the client as soon as it finishes, and the
 caller writes it to the run cache at once, so a worker lost later loses no finished run. A group whose
 worker died (after Dask's `distributed.scheduler.allowed-failures` retries) or that raised is
@@ -13,6 +15,7 @@ what is not cached.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from scangen.experiments.grid import GroupTask, Outcome, train_group
@@ -67,22 +70,25 @@ class DaskExecutor:
         from distributed import as_completed
 
         tasks = list(tasks)
+        left = Counter(task.fm for task in tasks)
         bags: dict[str, Any] = {}
         futures = {}
         for task in tasks:
-            if task.fm not in bags:  # one scatter per FM, copied to the workers that need it
-                bags[task.fm] = self.client.scatter(self.bags_of(task.fm), hash=False)
+            if task.fm not in bags:
+                # a copy on every worker: scattered data that lived on one dead worker could not be recomputed
+                bags[task.fm] = self.client.scatter(self.bags_of(task.fm), hash=False, broadcast=True)
             future = self.client.submit(train_group, task, bags[task.fm], expected_code_fp,
                                         key=f"train_group-{task.fm}-{uuid.uuid4().hex[:12]}")
             futures[future] = task
         try:
             for future in as_completed(futures):
                 task = futures[future]
-                if future.status == "finished":
-                    yield task, future.result()
-                else:
-                    yield task, future.exception()
+                outcome = future.result() if future.status == "finished" else future.exception()
                 future.release()
+                left[task.fm] -= 1
+                if not left[task.fm]:
+                    bags.pop(task.fm).release()  # the FM's last group is done: free its bags on the workers
+                yield task, outcome
         finally:
             for future in futures:
                 future.release()

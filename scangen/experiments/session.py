@@ -237,7 +237,7 @@ class ExperimentSession:
         return [found[k] for k in keys]
 
     def _tasks(self, configs: list[TrainConfig], keys: list[str]) -> list[GroupTask]:
-        """Group configs to train into GroupTasks (configs as trained: CPU thread count made explicit)."""
+        """Group the configs to train into GroupTasks, each with the device type and CPU threads it is keyed for."""
         tasks = []
         for members in plan_groups(configs, self.max_ensemble, ensemble=self.ensemble):
             first = configs[members[0]]

@@ -85,7 +85,10 @@ def run_diagnostics(result, patch_budget: int | None = None) -> dict[str, float]
     rows = result.slides[pos]
     spec, scan = rows["specimen_id"].to_numpy(), rows["scanner"].to_numpy()
     budget = cfg.eval_patch_budget if patch_budget is None else patch_budget
-    logits, pooled, mean_phi = bag_outputs(result.model, result.bag_tensors, pos, budget)
+    if result.outputs is not None:
+        logits, pooled, mean_phi = result.outputs.take(pos)
+    else:
+        logits, pooled, mean_phi = bag_outputs(result.model, result.bag_tensors, pos, budget)
     level = cfg.scangen_level if cfg.use_scangen else "slide"
     items, owner = loss_space_items(result.model, result.bag_tensors, pos, level, cfg.scangen_patches, cfg.seed, mean_phi)
     d_pos_loss, d_neg_loss = pair_distance_means(items, spec[owner], scan[owner])

@@ -25,14 +25,12 @@ import polars as pl
 import torch
 
 from scangen.models import MILModel, build_model
-from scangen.store.bags import Bags
 from scangen.train.batching import BagTensors, collate, inference_batches
 from scangen.train.config import TrainConfig, resolve_scanner_subset
-from scangen.train.device import autocast
 from scangen.train.evaluation import split_metrics, split_positions, test_trace, validation_positions
 from scangen.train.extensions import make_adversary
 from scangen.train.samplers import ScanGenSampler, TaskSampler
-from scangen.train.selection import EarlyStopping, selection_key
+from scangen.train.selection import EarlyStopping
 from scangen.train.stacked import StackedModel
 from scangen.splits import TASK_SPLIT
 
@@ -132,7 +130,8 @@ def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: Ba
     for idx in groups.values():
         splits = ["val"] + (["test"] if any("test" in members[i].evals for i in idx) else [])
         for split in splits:
-            pos = members[idx[0]].evals.get(split, split_positions(members[idx[0]].slides, split))
+            lead = members[idx[0]]
+            pos = lead.evals[split] if split in lead.evals else split_positions(lead.slides, split)
             logits = predict_members(stack, [rows[i] for i in idx], bt, pos, members[0].config.eval_patch_budget)[0]
             for j, i in enumerate(idx):
                 if split == "val":
@@ -158,3 +157,43 @@ def predict_members(stack: StackedModel, rows: list[int], bt: BagTensors, positi
         for o, r in zip(out, res):
             o[:, batch] = r
     return out[0], out[1], out[2]
+
+
+@dataclass
+class FinalOutputs:
+    """One member's selected-model outputs on bags `positions` (n,): logits (n,), pooled bag
+    embeddings (n, H') and masked mean of phi (n, H), all float64."""
+
+    positions: np.ndarray
+    logits: np.ndarray
+    pooled: np.ndarray
+    mean_phi: np.ndarray
+
+    def take(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, pooled, mean_phi) rows of `positions` (each must be among self.positions)."""
+        where = {int(p): i for i, p in enumerate(self.positions.tolist())}
+        try:
+            idx = np.array([where[int(p)] for p in positions], dtype=np.int64)
+        except KeyError as err:
+            raise ValueError(f"positions: bag {err} was not predicted in the final pass") from err
+        return self.logits[idx], self.pooled[idx], self.mean_phi[idx]
+
+
+@torch.no_grad()
+def final_outputs(models: list[MILModel], members: list[Member], bt: BagTensors) -> list[FinalOutputs]:
+    """Outputs of every member's selected model on its predictions-table bags, batched over the
+    members that share a split (one stacked pass per split group)."""
+    from scangen.train.experiment import prediction_positions  # deferred: experiment imports the trainer
+
+    stack = StackedModel(models)
+    out: list[FinalOutputs | None] = [None] * len(members)
+    groups: dict[tuple, list[int]] = {}
+    for i, mem in enumerate(members):
+        groups.setdefault((mem.config.split_seed, mem.config.split_fractions), []).append(i)
+    for idx in groups.values():
+        cfg = members[idx[0]].config
+        pos = prediction_positions(members[idx[0]].slides, cfg.predict_task)
+        logits, pooled, mean_phi = predict_members(stack, idx, bt, pos, cfg.eval_patch_budget)
+        for j, i in enumerate(idx):
+            out[i] = FinalOutputs(pos, logits[j], pooled[j], mean_phi[j])
+    return out

@@ -57,17 +57,28 @@ def load_experiment_bags(config: TrainConfig) -> Bags:
     return load_bags(store, config.fm, mmap=True)
 
 
-def prediction_table(result: TrainResult, include_task: bool = False) -> pl.DataFrame:
-    """Predictions (all patches) for every multiscanner WSI of val/test (and task WSIs if asked)."""
-    slides = result.slides.with_row_index("_pos")
+def prediction_positions(slides: pl.DataFrame, include_task: bool = False) -> np.ndarray:
+    """Bag positions of the predictions table: every multiscanner WSI of val/test (and task WSIs if asked)."""
     sel = (pl.col("cohort") == "multiscanner") & pl.col("split").is_in(["val", "test"])
     if include_task:
         sel = sel | (pl.col("cohort") == "task")
-    rows = slides.filter(sel)
-    pos = rows["_pos"].to_numpy().astype(np.int64)
-    logits = predict_logits(
-        result.model, result.bag_tensors, pos, patch_budget=result.config.eval_patch_budget, amp=result.amp
-    )
+    return slides.with_row_index("_pos").filter(sel)["_pos"].to_numpy().astype(np.int64)
+
+
+def prediction_table(result: TrainResult, include_task: bool = False) -> pl.DataFrame:
+    """Predictions (all patches) for every multiscanner WSI of val/test (and task WSIs if asked).
+
+    Logits come from `result.outputs` when the trainer computed them in its batched final pass,
+    else from `predict_logits` on `result.model`.
+    """
+    pos = prediction_positions(result.slides, include_task)
+    rows = result.slides[pos]
+    if result.outputs is not None:
+        logits = result.outputs.take(pos)[0]
+    else:
+        logits = predict_logits(
+            result.model, result.bag_tensors, pos, patch_budget=result.config.eval_patch_budget, amp=result.amp
+        )
     cfg = result.config
     simulated = rows["simulated"] if "simulated" in rows.columns else pl.Series([False] * rows.height)
     return pl.DataFrame(

@@ -1,16 +1,21 @@
-"""Two-flow trainer: EGFR task batches and ScanGen batches through one shared phi.
+"""Two-flow trainer: task batches and ScanGen batches through one shared phi; M runs at once.
 
 Each step draws a task batch (`task_batch_size` bags of the task cohort, `max_patches_train`
-random patches each, padded) and, with ScanGen on, an independent batch of K specimens of the
-`scangen_train` split with all their scans in the scanner subset. Loss:
-    L = model.task_loss(x, mask, y) + lambda * scangen_loss(z, specimen, scanner, alpha, m)
-with z = phi of slide-mean embeddings ("slide"), of random patches ("patch"), or the masked mean
-of phi over `max_patches_train` random patches per WSI ("bag", GAP's bag embedding); see
-`scangen_embeddings`. AdamW (fused kernel on CPU/CUDA, `make_optimizer`); every `eval_every` steps
-the validation split (multiscanner "val", 40x WSIs, all patches) is predicted and the best model by
-`select_metric` is kept; training stops after `patience` evaluations without
-improvement. Random state is private to the run (numpy Generator, torch generators, forked global
-torch RNG), so the same config gives bit-identical CPU results.
+random patches each, padded) and, with ScanGen (or the DANN adversary) on, an independent batch of
+K specimens of the `scangen_train` split with all their scans in the scanner subset. Loss:
+    L = task_loss + lambda * scangen_loss(z, specimen, scanner, alpha, m; distance, pair_norm)
+        + adversary_weight * adversary.loss(z, scanner)
+with z at the run's `scangen_level` (`scangen_embeddings`). AdamW (fused kernel on CPU/CUDA,
+`make_optimizer`); every `eval_every` steps the validation split (primary-magnification
+multiscanner "val" WSIs, all patches) is predicted and the best model by `select_metric` among
+evaluations at step >= `select_min_step` is kept; training stops after `patience` eligible
+evaluations without improvement (`selection.EarlyStopping`).
+
+`train_group` trains several configs of one `ensemble_group_key` as one stacked model
+(`scangen.train.engine`); `train` is its one-member case, so a run alone and the same run inside
+an ensemble follow the same code and the same per-member random streams. Random state is private
+to each run (numpy Generator, torch generators, forked global torch RNG), so the same config gives
+bit-identical CPU results.
 """
 
 from __future__ import annotations
@@ -18,18 +23,16 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from scangen.losses import scangen_loss
-from scangen.models import MILModel, build_model
-from scangen.splits import TASK_SPLIT, specimen_splits
+from scangen.models import MILModel
+from scangen.splits import specimen_splits
 from scangen.store.bags import Bags
 from scangen.train.batching import BagTensors, collate, same_device
 from scangen.train.config import TrainConfig
-from scangen.train.engine import Member, evaluate, make_member, task_losses
+from scangen.train.engine import FinalOutputs, Member, evaluate, final_outputs, make_member, task_losses
 from scangen.train.evaluation import validation_positions  # noqa: F401  (kept importable from here)
 from scangen.train.extensions import harmonised_bags
 from scangen.train.grouping import ensemble_group_key
@@ -44,8 +47,7 @@ from scangen.train.device import (
     make_grad_scaler,
     resolve_device,
 )
-from scangen.train.predict import predict_logits
-from scangen.train.samplers import ScanGenBatch, ScanGenSampler, TaskSampler
+from scangen.train.samplers import ScanGenBatch
 
 
 @dataclass
@@ -64,6 +66,8 @@ class TrainResult:
     """Specimens of the ScanGen pool left out for having fewer than two eligible scans (0 without ScanGen)."""
     loss_terms: tuple[float, float] = (float("nan"), float("nan"))
     """Mean weighted attraction and repulsion terms of the ScanGen loss over all training steps (NaN without ScanGen)."""
+    outputs: FinalOutputs | None = None
+    """The selected model's outputs on the predictions table's bags, from the trainer's batched final pass."""
 
 
 def make_optimizer(
@@ -147,15 +151,19 @@ def train_group(configs: list[TrainConfig], bags: Bags, *, bag_tensors: BagTenso
         members = [b[0] for b in built]
         stack = StackedModel([b[1] for b in built])
         _loop(stack, members, bt, device, dtype)
-    results = []
+    models = []
     for mem in members:
         model = copy.deepcopy(stack.template)
         model.load_state_dict(mem.best_state)
-        model.train(False)
+        models.append(model.train(False))
+    with cpu_threads(first.num_threads):
+        outputs = final_outputs(models, members, bt)
+    results = []
+    for mem, model, out in zip(members, models, outputs):
         excluded = 0 if mem.second is None else int(mem.second.n_excluded)
         terms = (mem.totals / mem.steps).tolist() if mem.config.use_scangen else [float("nan")] * 2
         results.append(TrainResult(model, mem.config, mem.slides, bt, pl.DataFrame(mem.history), mem.stopper.best_step,
-                                   device, dtype, excluded, (terms[0], terms[1])))
+                                   device, dtype, excluded, (terms[0], terms[1]), out))
     return results
 
 
