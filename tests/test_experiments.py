@@ -397,9 +397,10 @@ def test_paired_display_formats_changes():
     paired = pl.DataFrame({"fm": ["a"], "metric": ["scanner_cov"], "baseline": [0.4], "scangen": [0.3], "diff": [-0.1],
                            "diff_lo": [-0.2], "diff_hi": [0.05], "level": [0.95], "verdict": ["inconclusive"], "n_pairs": [5]})
     shown = stats.paired_display(paired, "fm", {"a": "A"})
-    assert shown.row(0, named=True) == {"fm": "A", "metric": "scanner CoV (paper)", "baseline": "0.400",
+    assert shown.row(0, named=True) == {"fm": "A", "metric": "CoV (paper)", "baseline": "0.400",
                                         "ScanGen": "0.300", "change [95% CI]": "-0.100 [-0.20, 0.05]",
                                         "verdict": "inconclusive", "pairs": "5"}
+    assert stats.paired_display(paired, "fm", arms=False).columns == ["fm", "metric", "change [95% CI]", "verdict", "pairs"]
 
 
 def test_arm_display_shows_cov_intervals_and_near_zero_counts():
@@ -408,6 +409,6 @@ def test_arm_display_shows_cov_intervals_and_near_zero_counts():
     shown = stats.arm_display(agg, "fm")
     a_sg = shown.filter((pl.col("fm") == "a") & (pl.col("ScanGen") == "yes")).row(0, named=True)
     assert a_sg["scanner CoV ↓"].startswith("0.200 [") and a_sg["scanner CoV ↓"].endswith("(-50.0%)")
-    assert a_sg["near-zero specimens"] == "1.5 of 22" and a_sg["runs"] == "2"
+    assert a_sg["near zero"] == "1.5 of 22" and a_sg["runs"] == "2"
     b_base = shown.filter((pl.col("fm") == "b") & (pl.col("ScanGen") == "no")).row(0, named=True)
     assert b_base["scanner CoV ↓"] == "0.500"  # one run: no interval, no change on the baseline row

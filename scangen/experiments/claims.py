@@ -31,10 +31,10 @@ from scangen.metrics.paired import verdict as interval_verdict
 
 AUC_MARGIN = 0.02
 CLAIMS: dict[str, str] = {
-    "fm_scanner_sensitive": "FMs are scanner-sensitive",
+    "fm_scanner_sensitive": "FMs are sensitive to the scanner",
     "cov_lower": "ScanGen lowers the scanner CoV (each FM)",
     "median_cov_lower": "ScanGen lowers the scanner CoV, robust form: median CoV (each FM)",
-    "auc_kept": f"ScanGen keeps or improves EGFR AUC (each FM; non-inferiority margin {AUC_MARGIN})",
+    "auc_kept": f"ScanGen keeps or improves EGFR AUC (each FM; margin {AUC_MARGIN})",
     "auc_improved": "ScanGen improves EGFR AUC (each FM)",
     "mag_cov_lower": "ScanGen lowers the magnification CoV (each FM)",
     "gain_grows": "The CoV gain grows with the number of ScanGen scanners",
@@ -109,7 +109,7 @@ def scenario_claims(scenario: str, docs: Mapping[str, Mapping[str, Any] | None],
                 continue
             se = math.sqrt(acc * (1 - acc) / n_wsi) if n_wsi else math.nan
             lo, hi = acc - chance - 1.96 * se, acc - chance + 1.96 * se
-            rows.append(_row(scenario, "fm_scanner_sensitive", fm, "scanner predictability - chance (balanced accuracy)",
+            rows.append(_row(scenario, "fm_scanner_sensitive", fm, "scanner probe accuracy - chance (balanced)",
                              acc - chance, lo, hi, change_verdict(lo, hi, "higher")))
     else:
         rows += _not_run(scenario, ["fm_scanner_sensitive"], "scanner bias (02)")

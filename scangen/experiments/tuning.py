@@ -181,8 +181,12 @@ def tune(evaluate: Callable[[dict[str, Any]], Sequence[pl.DataFrame]], baseline:
     return log, choice
 
 
+SHORT_NAMES: dict[str, str] = {"scangen_level": "level", "scangen_distance": "distance", "scangen_pair_norm": "pair norm",
+                               "margin": "m", "alpha": "α", "lam": "λ"}
+
+
 def _describe(setting: Mapping[str, Any], grid: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={setting[k]}" for k in grid)
+    return ", ".join(f"{SHORT_NAMES.get(k, k)} {setting[k]}" for k in grid)
 
 
 def run_tuning(session, fm: str, seeds: Sequence[int], *, stages: Sequence[tuple[str, Mapping[str, Any]]] = STAGES,
@@ -237,8 +241,8 @@ def log_display(log: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame([{
         "stage": r["stage"], "setting": r["setting"], "val AUC": fmt(r["val_auc"]),
         "val median CoV": fmt(r["val_median_cov"]), "val CoV": fmt(r["val_cov"]),
-        "val within-specimen SD": fmt(r["val_within_sd"]), "val share": fmt(r["val_share"]),
-        "admissible": "yes" if r["admissible"] else "no", "chosen": "chosen" if r["chosen"] else ""}
+        "val within SD": fmt(r["val_within_sd"]),
+        "AUC rule": ("met" if r["admissible"] else "not met") + (", chosen" if r["chosen"] else "")}
         for r in log.iter_rows(named=True)])
 
 

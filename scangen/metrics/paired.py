@@ -14,7 +14,8 @@ Metrics on the 40x test WSIs of the multiscanner cohort (`evaluation_rows`), wit
 - `scanner_cov`:   sum_s w_s cov_s / sum_s w_s                        (the paper's CoV)
 - `median_cov`:    median of the multiset {cov_s repeated w_s times}   (its robust form)
 - `within_sd`:     sum_s w_s sd_s / sum_s w_s                         (scanner disagreement in logits)
-- `scanner_share`: within_sd / between_sd, between_sd = weighted population sd of the mean_s
+- `scanner_share`: within_sd / between_sd, between_sd = weighted population sd of the mean_s (undefined,
+                   and the resample dropped, when a resample's specimen means do not spread)
 - `flip_rate`:     weighted share of specimens whose class (logit >= threshold) differs across scans;
                    the threshold is Youden's on the run's own validation WSIs, never resampled
 - `auc`:           Mann-Whitney AUC over scans, each scan weighted by its specimen's multiplicity;
@@ -139,7 +140,8 @@ def metric_values(ev: RunEval, metric: str, weights: np.ndarray) -> np.ndarray:
     if metric == "scanner_share":
         centre = weights @ ev.mean / total
         between = np.sqrt(np.maximum(weights @ (ev.mean ** 2) / total - centre ** 2, 0.0))
-        return within / np.maximum(between, 1e-12)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample of one specimen has no spread
+            return np.where(between > 1e-9, within / np.where(between > 1e-9, between, 1.0), np.nan)
     if metric == "auc":
         return _weighted_auc(ev.y, ev.score, weights[:, ev.scan_spec])
     if metric == "mag_cov":
@@ -172,7 +174,7 @@ def paired_bootstrap(pairs: Sequence[tuple[RunEval, RunEval]], metrics: Sequence
     specimens. Returns one row per metric: metric, baseline and scangen (mean over pairs of each arm's
     estimate), diff (their difference), diff_lo / diff_hi (percentile interval at `level`), level,
     n_pairs, n_specimens (distinct test specimens over all splits), n_boot, n_skipped (resamples
-    dropped because an AUC had one class) and verdict (see `verdict`).
+    dropped because an AUC had one class or a share had no spread) and verdict (see `verdict`).
     """
     if not pairs:
         raise ValueError("pairs: expected at least one (baseline, scangen) pair, got none")
