@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from scangen.constants import REAL_MODEL_OF
+from scangen.task_name import task_label
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -69,9 +70,10 @@ def human_header(name: str) -> str:
     parts = [p for p in name.split("_") if p]
     if len(parts) > 1 and parts[0] == "n":
         parts = parts[1:]  # n_slides: a count is named by what it counts
-    words = [ACRONYMS.get(p, WORDS.get(p, p)) for p in parts]
+    task = task_label()  # the in-memory label column `egfr` is shown under the store's task name
+    words = [task if p == "egfr" else ACRONYMS.get(p, WORDS.get(p, p)) for p in parts]
     text = " ".join(words)
-    text = re.sub(r"\b(EGFR) (positive|negative)\b", r"\1-\2", text)
+    text = re.sub(rf"\b({re.escape(task)}) (positive|negative)\b", r"\1-\2", text)
     return text[:1].upper() + text[1:] if text[:1].islower() else text
 
 
@@ -201,7 +203,7 @@ def table1_display(table: pl.DataFrame) -> pl.DataFrame:
         rows.append({
             "Model": model_label(r["fm"]) if not sg else "",
             "ScanGen": "yes" if sg else "no",
-            "EGFR AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+            f"{task_label()} AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
             "Scanner CoV ↓": fmt(r["scanner_cov_mean"]),
             "Scanner CoV change": fmt_pct(r.get("scanner_cov_rel_change")) if sg else "",
             "Mag. CoV ↓": fmt(r["mag_cov_mean"]),
@@ -236,8 +238,8 @@ def mil_display(table: pl.DataFrame, labels: dict[str, str]) -> pl.DataFrame:
             r = part.row(0, named=True)
             rows.append({
                 "MIL aggregator": labels.get(h, h) if not sg else "",
-                "Training": "EGFR + ScanGen" if sg else "EGFR",
-                "EGFR AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+                "Training": f"{task_label()} + ScanGen" if sg else task_label(),
+                f"{task_label()} AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
                 "Scanner CoV ↓": fmt(r["scanner_cov_mean"]),
                 "Scanner CoV change": fmt_pct(r.get("scanner_cov_rel_change")) if sg else "",
             })

@@ -143,6 +143,13 @@ METRIC_LABELS: dict[str, str] = {"scanner_cov": "scanner CoV (paper)", "median_c
                                  "flip_rate": "flip rate", "auc": "EGFR AUC", "mag_cov": "magnification CoV"}
 
 
+def metric_label(metric: str) -> str:
+    """A metric's label for tables; the AUC is named after the store's task ("MSI AUC")."""
+    from scangen.task_name import task_label
+
+    return f"{task_label()} AUC" if metric == "auc" else METRIC_LABELS.get(metric, metric)
+
+
 def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None = None) -> pl.DataFrame:
     """Paired changes as text for a paper table: one row per (`key`, metric) with both arms' estimates
     (means over pairs), the change ScanGen - baseline with its interval, and the verdict."""
@@ -150,7 +157,7 @@ def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None
 
     rows = []
     for r in paired.iter_rows(named=True):
-        rows.append({key: (labels or {}).get(r[key], str(r[key])), "metric": METRIC_LABELS.get(r["metric"], r["metric"]),
+        rows.append({key: (labels or {}).get(r[key], str(r[key])), "metric": metric_label(r["metric"]),
                      "baseline": fmt(r["baseline"]), "ScanGen": fmt(r["scangen"]),
                      f"change [{round(100 * r['level'])}% CI]": fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]),
                      "verdict": r["verdict"], "pairs": str(r["n_pairs"])})
