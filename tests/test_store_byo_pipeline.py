@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from scangen.pipeline.layout import Layout
+from scangen.pipeline.params import available_notebooks, notebook_parameters
 from scangen.pipeline.runner import run
 from scangen.store import store_vocabulary
 from scangen.store.example import EXAMPLE_SCANNERS, write_example_trident
@@ -38,10 +39,11 @@ def params_file(folder: Path, features: Path, manifest: Path, store: Path) -> Pa
     for name, overrides in doc["notebooks"].items():  # the smoke set's cost bounds for the notebooks
         for key, value in (smoke.get(name) or {}).items():
             overrides.setdefault(key, value)
-    if "scenarios" in json.dumps(smoke):  # a real store has a single scenario: itself
-        for name in ("04_table1", "05_ablation", "06_mil_heads"):
-            if "scenarios" in (smoke.get(name) or {}):
-                doc["notebooks"][name]["scenarios"] = ["image"]
+    sources = available_notebooks(Layout.default().notebooks)
+    for name, overrides in doc["notebooks"].items():  # a real store has a single scenario: itself
+        for key in notebook_parameters(sources[name]):
+            if key.endswith("scenarios"):
+                overrides[key] = ["image"]
     path = folder / f"{SET}.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
@@ -99,3 +101,29 @@ def test_tables_show_the_task_and_the_stores_scanners(byo_run: dict) -> None:
     results = byo_run["layout"].results_dir(SET)
     data = json.loads((results / "data.json").read_text(encoding="utf-8"))
     assert data["vocabulary"]["task"] == "msi" and data["vocabulary"]["two_magnification_scanners"] == ["NanoZoomer S210"]
+
+
+def test_embedding_only_store_runs_notebook_02_and_skips_training_with_a_note(tmp_path: Path) -> None:
+    """No task label: 01 imports, 02 runs, 03-06 are skipped (each executed copy says why), the
+    pipeline succeeds, `status` sees them up to date, and a training session refuses the store."""
+    from scangen.experiments.session import ExperimentSession
+    from scangen.pipeline.runner import plan
+
+    features, manifest = write_example_trident(tmp_path / "cohort", task=None, n_task=0, n_multi=6)
+    pset = params_file(tmp_path, features, manifest, tmp_path / "store")
+    text = pset.read_text(encoding="utf-8").replace("import_options:\n      task: msi", "import_options:\n      task: null")
+    assert "task: null" in text
+    pset.write_text(text, encoding="utf-8")
+    layout = Layout.under(tmp_path / "root", sources_from=Layout.default())
+    report = run(pset, layout, log=lambda _msg: None)
+    assert report.actions["01_data"] == report.actions["02_scanner_bias"] == "executed"
+    training = [n for n in report.actions if n[:2] in ("03", "04", "05", "06")]
+    assert training and all(report.actions[n] == "skipped" for n in training)
+    for name in training:
+        nb = json.loads((layout.executed / f"{name}.ipynb").read_text(encoding="utf-8"))
+        note = "".join(nb["cells"][1]["source"])
+        assert note.startswith("**Not run:**") and "no slide task label" in note, note
+    assert store_vocabulary(tmp_path / "store").task is None
+    assert all(state.fresh for state in plan(pset, layout)[1])
+    with pytest.raises(ValueError, match="embedding-only store"):
+        ExperimentSession(tmp_path / "store", tmp_path / "cache")

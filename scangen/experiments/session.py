@@ -90,6 +90,9 @@ class ExperimentSession:
             raise FileNotFoundError(f"store {self.store}: no slides.parquet; run notebook 01 (data) first")
         self.meta = read_meta(self.store)
         self.simulated = bool(self.meta.get("simulated", False))
+        if "task" in self.meta and self.meta["task"] is None:
+            raise ValueError(f"store {self.store}: no slide task label (an embedding-only store: meta.json \"task\" "
+                             f"is null); training needs a binary task column: import with task=<column>")
         train = dict(train or {})
         _check_fields(train, "train settings")
         train.setdefault("progress", False)
