@@ -124,6 +124,25 @@ def test_embedding_only_store_runs_notebook_02_and_skips_training_with_a_note(tm
         note = "".join(nb["cells"][1]["source"])
         assert note.startswith("**Not run:**") and "no slide task label" in note, note
     assert store_vocabulary(tmp_path / "store").task is None
+    bias = _outputs_text(layout.executed / "02_scanner_bias.ipynb")
+    assert "Tile retrieval n/a: no registered tiles in the store" in bias  # the reason, not a bare dash
     assert all(state.fresh for state in plan(pset, layout)[1])
     with pytest.raises(ValueError, match="embedding-only store"):
         ExperimentSession(tmp_path / "store", tmp_path / "cache")
+
+
+def test_table1_and_embedding_tables_say_not_available_instead_of_a_dash() -> None:
+    import polars as pl
+
+    from scangen import tables
+    from scangen.experiments.scanner_bias import MISSING_REGISTERED, missing_notes
+
+    row = {"fm": "my-fm", "auc_mean": 0.7, "auc_lo": 0.6, "auc_hi": 0.8, "scanner_cov_mean": 0.3,
+           "scanner_cov_rel_change": None, "mag_cov_mean": float("nan"), "mag_cov_rel_change": None}
+    table = pl.DataFrame([{**row, "use_scangen": False}, {**row, "use_scangen": True, "scanner_cov_rel_change": -10.0}])
+    shown = tables.table1_display(table)
+    assert shown["Mag. CoV ↓"].to_list() == ["n/a", "n/a"] and shown["Mag. CoV change"].to_list() == ["", "n/a"]
+    metrics = pl.DataFrame({"fm": ["my-fm"], "robustness_index": [0.5], "ri_missing": [None],
+                            "tile_top10": [float("nan")], "tile_missing": [MISSING_REGISTERED]})
+    assert tables.scanner_bias_display(metrics)["Tile retrieval top-10 ↑"].to_list() == ["n/a"]
+    assert missing_notes(metrics) == f"\n\nTile retrieval n/a: {MISSING_REGISTERED}."

@@ -157,6 +157,16 @@ def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_se
     return pl.concat(coords), pl.DataFrame(rows)
 
 
+def missing_notes(metrics: pl.DataFrame) -> str:
+    """Markdown lines, one per metric the store cannot support, saying why its column reads "n/a"
+    (empty string when every metric was computed); shown under the embedding-level table."""
+    notes = []
+    for column, label in (("ri_missing", "Robustness index"), ("tile_missing", "Tile retrieval")):
+        reasons = sorted({r for r in metrics[column].to_list() if r}) if column in metrics.columns else []
+        notes.extend(f"{label} n/a: {reason}." for reason in reasons)
+    return "".join(f"\n\n{n}" for n in notes)
+
+
 def published_values(calibration_dir: Path = CALIBRATION_DIR) -> pl.DataFrame | None:
     """The calibration table (achieved vs published robustness per FM), or None when it is absent."""
     path = Path(calibration_dir) / "achieved_vs_published.parquet"
