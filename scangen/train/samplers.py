@@ -56,7 +56,7 @@ class TaskSampler:
             raise ValueError("task cohort: no EGFR-labelled training slides (split 'task_train' is empty)")
         labels = np.asarray(labels).astype(np.float32)
         if np.unique(labels).size < 2:
-            raise ValueError("task cohort: the EGFR training pool holds a single class")
+            raise ValueError("task cohort: the training pool holds a single class of the task label")
         self.positions, self.labels = positions, labels
         self.batch_size = min(int(batch_size), positions.size)
         self._stream = PermutationStream(positions.size, rng)
