@@ -74,3 +74,10 @@ def test_claims_display_is_text():
     assert shown.columns == ["scenario", "claim", "subject", "statistic", "measured [95% CI]", "verdict"]
     row = shown.filter(pl.col("claim") == C.CLAIMS["cov_lower"]).row(0, named=True)
     assert row["measured [95% CI]"] == "-0.200 [-0.30, -0.10]" and row["verdict"] == "reproduced"
+
+
+def test_missing_ablation_parts_are_not_run_rows():
+    t = C.claims_table({"image": {"ablation": {"size_contrasts": [], "paired_by_size": {}, "chance_tables": {}}}})
+    v = {r["claim_id"]: r["verdict"] for r in t.iter_rows(named=True)}
+    for cid in ("gain_grows", "converges_at_five", "three_scanners_help", "best_gt450", "worst_at2_gt450"):
+        assert v[cid] == "not run", cid

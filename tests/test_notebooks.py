@@ -25,10 +25,11 @@ REQUIRED_IN_SMOKE = NOTEBOOKS
 LABELS = {
     "01_data": {"tbl-cohort", "tbl-scans"},
     "02_scanner_bias": {"fig-umap", "tbl-embedding-metrics"},
-    "03_tuning": {"tbl-sensitivity", "fig-sensitivity"},
-    "04_table1": {"tbl-table1", "tbl-table1-agreement", "fig-cov-auc"},
-    "05_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-counts"},
-    "06_mil_heads": {"tbl-mil", "fig-mil"},
+    "03_tuning": {"tbl-tuning", "fig-tuning"},
+    "04_table1": {"tbl-protocol", "tbl-table1", "tbl-table1-paired", "tbl-table1-paired-scenarios", "fig-cov-auc",
+                  "fig-history"},
+    "05_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-paired", "tbl-ablation-counts"},
+    "06_mil_heads": {"tbl-mil", "tbl-mil-paired", "fig-mil", "tbl-claims"},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

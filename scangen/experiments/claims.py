@@ -145,6 +145,8 @@ def _ablation_rows(scenario: str, ab: Mapping[str, Any] | None) -> list[dict[str
     if slope:
         rows.append(_row(scenario, "gain_grows", "sizes", "slope of the paired CoV change per added scanner",
                          slope["estimate"], slope["lo"], slope["hi"], change_verdict(_num(slope["lo"]), _num(slope["hi"]), "lower")))
+    else:
+        rows.append(_row(scenario, "gain_grows", "sizes", "fewer than two subset sizes run", None, None, None, "not run"))
     step54, step65 = contrasts.get("5-4"), contrasts.get("6-5")
     if step54 and step65:
         v54, v65 = interval_verdict(_num(step54["lo"]), _num(step54["hi"])), interval_verdict(_num(step65["lo"]), _num(step65["hi"]))
@@ -154,11 +156,16 @@ def _ablation_rows(scenario: str, ab: Mapping[str, Any] | None) -> list[dict[str
                          f"change 5->6 scanners (4->5: {step54['estimate']:+.3f} [{_fmt(step54['lo'])}, {_fmt(step54['hi'])}]; "
                          "an interval spanning 0 means no further change was detected)",
                          step65["estimate"], step65["lo"], step65["hi"], v))
+    else:
+        rows.append(_row(scenario, "converges_at_five", "6 vs 5 scanners", "sizes 4, 5 and 6 not all run",
+                         None, None, None, "not run"))
     three = (ab.get("paired_by_size") or {}).get("3", (ab.get("paired_by_size") or {}).get(3))
     if three and "scanner_cov" in three:
         p = three["scanner_cov"]
         rows.append(_row(scenario, "three_scanners_help", "3 scanners", "paired change of the scanner CoV",
                          p["diff"], p["diff_lo"], p["diff_hi"], change_verdict(_num(p["diff_lo"]), _num(p["diff_hi"]), "lower")))
+    else:
+        rows.append(_row(scenario, "three_scanners_help", "3 scanners", "no subset of size 3 run", None, None, None, "not run"))
     tables = ab.get("chance_tables") or {}
     for cid, side, item in (("best_gt450", "best", "GT450"), ("best_hamamatsu", "best", "S360MD"),
                             ("worst_at2_gt450", "worst", "AT2+GT450")):

@@ -59,9 +59,9 @@ def history_chart(long: pl.DataFrame, *, simulated: bool = True) -> alt.FacetCha
     base = alt.Chart().encode(
         x=alt.X("step:Q", title="training step"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color("arm:N", title="arm"),
-        strokeDash=alt.StrokeDash("split:N", title="split"))
-    lines = base.mark_line()
+        color=alt.Color("arm:N", title="arm"))
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("split:N", title="split",
+                                                              sort=["val", "test"]))
     picked = base.transform_filter(alt.datum.n_selected > 0).mark_point(filled=True).encode(
         size=alt.Size("n_selected:Q", title="runs selected here"))
     title = "Validation and test metrics against training step" + (" (simulated cohort)" if simulated else "")
