@@ -32,6 +32,7 @@ from scangen.atomic import atomic_write_bytes
 
 from scangen.constants import REAL_MODEL_OF, SCANNERS_40X
 from scangen.scan_labels import scanner_label_expr
+from scangen.task_name import task_label
 
 SCANNER_COLORS = ("#4c78a8", "#9ecae9", "#f58518", "#54a24b", "#e45756", "#b279a2")
 """One colour per 40x scanner (the two Leica Aperio scanners in two blues); 20x scans use grey."""
@@ -61,6 +62,15 @@ def _require(df: pl.DataFrame, cols: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: missing columns {missing}")
 
 
+def _scan_scale(present: list[str]) -> alt.Scale:
+    """Colours of the scan labels in the data: the simulated cohort's six scanners (and GT450@20x) keep
+    the paper's colours; any other store's scanners take a categorical scheme in first-seen order."""
+    paper = [*SCANNERS_40X, "GT450@20x"]
+    if set(present) <= set(paper):
+        return alt.Scale(domain=paper, range=[*SCANNER_COLORS, "#7f7f7f"])
+    return alt.Scale(domain=present, scheme="tableau10" if len(present) <= 10 else "tableau20")
+
+
 def umap_chart(coords: pl.DataFrame, *, simulated: bool, width: int = 150, height: int = 150,
                columns: int = 3) -> alt.VConcatChart:
     """Fig. 3: one panel per FM, in an upper block coloured by scanner (shape = magnification) and a
@@ -70,11 +80,9 @@ def umap_chart(coords: pl.DataFrame, *, simulated: bool, width: int = 150, heigh
     `coords` columns: fm, umap_1, umap_2, scanner, magnification, specimen_id.
     """
     _require(coords, ["fm", "umap_1", "umap_2", "scanner", "magnification", "specimen_id"], "UMAP coordinates")
-    data = _clean(coords).with_columns(
-        scanner_label_expr().alias("scan")
-    )
-    scans = [*SCANNERS_40X, "GT450@20x"]
-    scan_scale = alt.Scale(domain=scans, range=[*SCANNER_COLORS, "#7f7f7f"])
+    primary = int(coords["magnification"].max())  # the store's "40x": other magnifications get "@<m>x"
+    data = _clean(coords).with_columns(scanner_label_expr(base=primary).alias("scan"))
+    scan_scale = _scan_scale(data["scan"].unique(maintain_order=True).to_list())
     blocks = []
     for color in ("scan", "specimen_id"):
         panels = []
@@ -132,7 +140,7 @@ def cov_auc_chart(table: pl.DataFrame, *, simulated: bool, width: int = 420, hei
     ]
     seg = seg.with_columns(pl.Series("angle", angles), pl.col("fm").map_elements(_fm_label, return_dtype=pl.String).alias("model"))
     x = alt.X("x0:Q", scale=alt.Scale(domain=list(xd)), title="scanner CoV (lower is better)")
-    y = alt.Y("y0:Q", scale=alt.Scale(domain=list(yd)), title="EGFR AUC (higher is better)")
+    y = alt.Y("y0:Q", scale=alt.Scale(domain=list(yd)), title=f"{task_label()} AUC (higher is better)")
     color = alt.Color("model:N", title="foundation model",
                       legend=alt.Legend(orient="bottom", direction="vertical", columns=2, labelLimit=0))
     rule = alt.Chart(seg).mark_rule(strokeWidth=2).encode(x=x, y=y, x2="x1:Q", y2="y1:Q", color=color)
@@ -145,7 +153,7 @@ def cov_auc_chart(table: pl.DataFrame, *, simulated: bool, width: int = 420, hei
         .encode(x=alt.X("x1:Q", scale=alt.Scale(domain=list(xd))), y=alt.Y("y1:Q", scale=alt.Scale(domain=list(yd))),
                 angle=alt.Angle("angle:Q", scale=None), color=color, tooltip=tips)
     )
-    title = _sim("Scanner CoV vs EGFR AUC: baseline (circle) to ScanGen (arrow head)", simulated)
+    title = _sim(f"Scanner CoV vs {task_label()} AUC: baseline (circle) to ScanGen (arrow head)", simulated)
     return alt.layer(rule, start, head, title=title).properties(width=width, height=height)
 
 
@@ -179,13 +187,13 @@ def mil_chart(table: pl.DataFrame, *, simulated: bool, fm: str,
     _require(table, ["head", "use_scangen", "auc_mean", "scanner_cov_mean"], "MIL table")
     labels = labels or {}
     data = _clean(table).with_columns(
-        pl.when(pl.col("use_scangen")).then(pl.lit("EGFR + ScanGen")).otherwise(pl.lit("EGFR")).alias("training"),
+        pl.when(pl.col("use_scangen")).then(pl.lit(f"{task_label()} + ScanGen")).otherwise(pl.lit(task_label())).alias("training"),
         pl.col("head").replace_strict(labels, default=pl.col("head"), return_dtype=pl.String).alias("aggregator"),
     )
     order = data["aggregator"].unique(maintain_order=True).to_list()
     x = alt.X("aggregator:N", title=None, sort=order, axis=alt.Axis(labelAngle=0))
     panels = []
-    for metric, label in (("auc", "EGFR AUC"), ("scanner_cov", "scanner CoV")):
+    for metric, label in (("auc", f"{task_label()} AUC"), ("scanner_cov", "scanner CoV")):
         tips = [tooltip("aggregator", "MIL aggregator"), tooltip("training", "training"),
                 tooltip(f"{metric}_mean", f"{label} (seed mean)", ".3f")]
         bars = alt.Chart(data).mark_bar().encode(

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from scangen.constants import REAL_MODEL_OF
+from scangen.task_name import task_label
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -69,9 +70,10 @@ def human_header(name: str) -> str:
     parts = [p for p in name.split("_") if p]
     if len(parts) > 1 and parts[0] == "n":
         parts = parts[1:]  # n_slides: a count is named by what it counts
-    words = [ACRONYMS.get(p, WORDS.get(p, p)) for p in parts]
+    task = task_label()  # the in-memory label column `egfr` is shown under the store's task name
+    words = [task if p == "egfr" else ACRONYMS.get(p, WORDS.get(p, p)) for p in parts]
     text = " ".join(words)
-    text = re.sub(r"\b(EGFR) (positive|negative)\b", r"\1-\2", text)
+    text = re.sub(rf"\b({re.escape(task)}) (positive|negative)\b", r"\1-\2", text)
     return text[:1].upper() + text[1:] if text[:1].islower() else text
 
 
@@ -194,18 +196,20 @@ def model_label(fm: str) -> str:
 
 def table1_display(table: pl.DataFrame) -> pl.DataFrame:
     """The paper's Table 1 layout: model, ScanGen yes/no, AUC [95% interval], scanner CoV and its
-    change against the baseline, magnification CoV and its change (changes in their own columns)."""
+    change against the baseline, magnification CoV and its change (changes in their own columns;
+    "n/a" when no scanner of the store scanned the same specimens at two magnifications)."""
+    mag = bool(table["mag_cov_mean"].cast(pl.Float64).fill_null(float("nan")).is_not_nan().any()) if table.height else False
     rows = []
     for r in table.iter_rows(named=True):
         sg = bool(r["use_scangen"])
         rows.append({
             "Model": model_label(r["fm"]) if not sg else "",
             "ScanGen": "yes" if sg else "no",
-            "EGFR AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+            f"{task_label()} AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
             "Scanner CoV ↓": fmt(r["scanner_cov_mean"]),
             "Scanner CoV change": fmt_pct(r.get("scanner_cov_rel_change")) if sg else "",
-            "Mag. CoV ↓": fmt(r["mag_cov_mean"]),
-            "Mag. CoV change": fmt_pct(r.get("mag_cov_rel_change")) if sg else "",
+            "Mag. CoV ↓": fmt(r["mag_cov_mean"]) if mag else "n/a",
+            "Mag. CoV change": (fmt_pct(r.get("mag_cov_rel_change")) if mag else "n/a") if sg else "",
         })
     return pl.DataFrame(rows)
 
@@ -236,8 +240,8 @@ def mil_display(table: pl.DataFrame, labels: dict[str, str]) -> pl.DataFrame:
             r = part.row(0, named=True)
             rows.append({
                 "MIL aggregator": labels.get(h, h) if not sg else "",
-                "Training": "EGFR + ScanGen" if sg else "EGFR",
-                "EGFR AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+                "Training": f"{task_label()} + ScanGen" if sg else task_label(),
+                f"{task_label()} AUC ↑ [95% interval]": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
                 "Scanner CoV ↓": fmt(r["scanner_cov_mean"]),
                 "Scanner CoV change": fmt_pct(r.get("scanner_cov_rel_change")) if sg else "",
             })
@@ -263,9 +267,10 @@ def origin(df: pl.DataFrame, simulated: bool) -> pl.DataFrame:
 
 def scanner_bias_display(metrics: pl.DataFrame) -> pl.DataFrame:
     """Embedding-level robustness per FM; published values beside ours where the table has them."""
-    def ours_and_published(value: Any, column: str, r: dict) -> str:
+    def ours_and_published(value: Any, column: str, r: dict, reason: str | None = None) -> str:
         published = r.get(column) if column in metrics.columns else None
-        return fmt(value) if published is None else f"{fmt(value)} ({fmt(published)})"
+        ours = "n/a" if r.get(reason) else fmt(value)  # not available: the reason is noted under the table
+        return ours if published is None else f"{ours} ({fmt(published)})"
 
     published = any(c in metrics.columns for c in ("published_ri", "published_top10"))
     tag = " (published)" if published else ""
@@ -273,8 +278,8 @@ def scanner_bias_display(metrics: pl.DataFrame) -> pl.DataFrame:
     for r in metrics.iter_rows(named=True):
         rows.append({
             "Model": model_label(r["fm"]),
-            f"Robustness index ↑{tag}": ours_and_published(r.get("robustness_index"), "published_ri", r),
-            f"Tile retrieval top-10 ↑{tag}": ours_and_published(r.get("tile_top10"), "published_top10", r),
+            f"Robustness index ↑{tag}": ours_and_published(r.get("robustness_index"), "published_ri", r, "ri_missing"),
+            f"Tile retrieval top-10 ↑{tag}": ours_and_published(r.get("tile_top10"), "published_top10", r, "tile_missing"),
             "WSI retrieval top-1 ↑": fmt(r.get("wsi_top1")),
             "Scanner probe accuracy ↓ (chance)": (f"{fmt(r.get('scanner_predictability'))} "
                                                   f"({fmt(r.get('predictability_chance'), 2)})"),

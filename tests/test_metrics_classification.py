@@ -160,7 +160,7 @@ def test_permutation_pvalue_samples_when_assignments_exceed_the_cap() -> None:
 
 def test_permutation_pvalue_errors() -> None:
     y, specimen = _scans([0, 1, 1])
-    with pytest.raises(ValueError, match="one EGFR label"):
+    with pytest.raises(ValueError, match="one task label"):
         specimen_permutation_pvalue([0, 1], [0.1, 0.2], ["a", "a"])
     with pytest.raises(ValueError, match="both classes"):
         specimen_permutation_pvalue([1, 1], [0.1, 0.2], ["a", "b"])

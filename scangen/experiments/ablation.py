@@ -33,9 +33,11 @@ from scangen.constants import SCANNERS_40X
 from scangen.metrics.paired import count_reference, verdict
 
 
-def enumerate_subsets(scanners: Sequence[str] = SCANNERS_40X, sizes: Sequence[int] = range(2, 7)) -> list[tuple[str, ...]]:
-    """Every subset of `scanners` with a size in `sizes`, ordered by size then lexicographic position."""
+def enumerate_subsets(scanners: Sequence[str] = SCANNERS_40X, sizes: Sequence[int] | None = None) -> list[tuple[str, ...]]:
+    """Every subset of `scanners` with a size in `sizes` (None: 2..k, k = number of scanners), ordered
+    by size then lexicographic position."""
     scanners = tuple(scanners)
+    sizes = range(2, len(scanners) + 1) if sizes is None else sizes
     if len(set(scanners)) != len(scanners):
         raise ValueError(f"scanners: expected distinct codes, got {scanners}")
     bad = [k for k in sizes if not 1 <= k <= len(scanners)]

@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from scangen.metrics.paired import verdict as interval_verdict
+from scangen.task_name import task_label
 
 AUC_MARGIN = 0.02
 CLAIMS: dict[str, str] = {
@@ -76,7 +77,8 @@ def count_verdict(row: Mapping[str, Any]) -> str:
 def _row(scenario: str, cid: str, subject: str, statistic: str, est: float | None, lo: float | None,
          hi: float | None, verdict: str) -> dict[str, Any]:
     f = lambda x: None if x is None or not math.isfinite(float(x)) else float(x)  # noqa: E731
-    return {"scenario": scenario, "claim_id": cid, "claim": CLAIMS[cid], "subject": subject, "statistic": statistic,
+    claim = CLAIMS[cid].replace("EGFR", task_label())  # the store's task ("MSI AUC" on an msi store)
+    return {"scenario": scenario, "claim_id": cid, "claim": claim, "subject": subject, "statistic": statistic,
             "estimate": f(est), "lo": f(lo), "hi": f(hi), "verdict": verdict}
 
 
@@ -168,6 +170,8 @@ def _ablation_rows(scenario: str, ab: Mapping[str, Any] | None) -> list[dict[str
     for cid, side, item in (("best_gt450", "best", "GT450"), ("best_hamamatsu", "best", "S360MD"),
                             ("worst_at2_gt450", "worst", "AT2+GT450")):
         match = [r for r in tables.get(side, []) if r["item"] == item]
+        if ab.get("scanners") and not set(item.split("+")) <= set(ab["scanners"]):
+            continue  # a claim about the paper's scanners means nothing on a store without them
         if not match:
             rows.append(_row(scenario, cid, item, f"count in the {side} subsets", None, None, None, "not run"))
             continue

@@ -22,6 +22,7 @@ import polars as pl
 from scangen import paths
 from scangen.experiments import provenance
 from scangen.store import list_models, read_meta, read_slides, store_vocabulary
+from scangen.task_name import use_store_task
 
 
 def default_store(size: str, seed: int) -> Path:
@@ -37,6 +38,7 @@ def resolve_store(store_dir: str | Path | None, size: str, seed: int) -> Path:
             f"store {store}: no slides.parquet/meta.json; run notebooks/01_data.ipynb first "
             f"(or pass store_dir pointing at an existing store)"
         )
+    use_store_task(store)  # tables and figures show the store's task name ("MSI AUC", not "EGFR AUC")
     return store
 
 
@@ -56,11 +58,23 @@ def prepare_store(store_dir: str | Path | None, size: str, seed: int, *, import_
                   manifest: str | Path | None = None, import_fm: str | None = None,
                   import_format: str = "auto", models: list[str] | None = None,
                   import_options: dict[str, Any] | None = None) -> tuple[Path, str]:
-    """(store folder, how it was obtained: "imported", "existing" or "simulated").
+    """(store folder, how it was obtained: "imported", "existing" or "simulated"); from now on tables
+    and figures show the store's task name.
 
     import_options: further keyword arguments of `scangen.store.importers.import_features` (task,
     scanner_aliases, patch_label, patch_labels, registered, overwrite, min_specimens_per_scanner).
     """
+    store, how = _obtain_store(store_dir, size, seed, import_from=import_from, manifest=manifest,
+                               import_fm=import_fm, import_format=import_format, models=models,
+                               import_options=import_options)
+    use_store_task(store)
+    return store, how
+
+
+def _obtain_store(store_dir: str | Path | None, size: str, seed: int, *, import_from: str | Path | None,
+                  manifest: str | Path | None, import_fm: str | None, import_format: str,
+                  models: list[str] | None, import_options: dict[str, Any] | None) -> tuple[Path, str]:
+    """`prepare_store` without the display setting."""
     if import_from:
         if not manifest or not import_fm:
             raise ValueError("import_from: also give `manifest` (CSV/Parquet of slides) and `import_fm` (model name)")

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import altair as alt
 import polars as pl
 
+from scangen.task_name import task_label
+
 HISTORY_METRICS: dict[str, str] = {"auc": "EGFR AUC", "cov": "scanner CoV (paper)", "median_cov": "median CoV",
                                    "within_sd": "within-specimen SD"}
 """Metric suffix of the history columns (val_<m>, test_<m>) -> axis title."""
@@ -51,7 +53,8 @@ def history_chart(long: pl.DataFrame, *, simulated: bool = True) -> alt.FacetCha
     dash = split; points mark the evaluations at which runs were selected (mean selected step per arm)."""
     mean = (long.group_by("fm", "arm", "step", "split", "metric")
             .agg(pl.col("value").mean(), pl.col("selected").sum().alias("n_selected"))
-            .with_columns(pl.col("metric").replace_strict(HISTORY_METRICS).alias("metric_title"))
+            .with_columns(pl.col("metric").replace_strict({**HISTORY_METRICS, "auc": f"{task_label()} AUC"})
+                          .alias("metric_title"))
             .sort("fm", "arm", "split", "metric", "step"))
     base = alt.Chart().encode(
         x=alt.X("step:Q", title="training step"),

@@ -99,7 +99,7 @@ def _predictability(bags: Bags, seed: int, n_components: int | None) -> rb.Predi
     if not 1 <= n_components <= min(means.shape):
         raise ValueError(f"predictability_pca must be in 1..{min(means.shape)} or None, got {n_components}")
     z = PCA(n_components, random_state=seed).fit_transform(means)
-    return scanner_predictability(z, scanner_labels(bags.slides),
+    return scanner_predictability(z, scanner_labels(bags.slides, base=int(bags.slides["magnification"].max())),
                                   bags.slides["specimen_id"].cast(str).to_numpy(), seed=seed)
 
 
@@ -149,12 +149,22 @@ def run_scanner_bias(store: Path, fms: Sequence[str], *, seed: int = 0, split_se
         test = bags.select(bags.slide_index(test_ids))
         c = umap_coords(test, fm, seed, n_epochs=umap_n_epochs)
         xy = c.select("umap_1", "umap_2").to_numpy()
-        row["umap_silhouette_scanner"] = _silhouette(xy, scanner_labels(c))
+        row["umap_silhouette_scanner"] = _silhouette(xy, scanner_labels(c, base=int(c["magnification"].max())))
         row["umap_silhouette_specimen"] = _silhouette(xy, c["specimen_id"].to_numpy())
         row["n_test_slides"] = test.slides.height
         coords.append(c)
         rows.append(row)
     return pl.concat(coords), pl.DataFrame(rows)
+
+
+def missing_notes(metrics: pl.DataFrame) -> str:
+    """Markdown lines, one per metric the store cannot support, saying why its column reads "n/a"
+    (empty string when every metric was computed); shown under the embedding-level table."""
+    notes = []
+    for column, label in (("ri_missing", "Robustness index"), ("tile_missing", "Tile retrieval")):
+        reasons = sorted({r for r in metrics[column].to_list() if r}) if column in metrics.columns else []
+        notes.extend(f"{label} n/a: {reason}." for reason in reasons)
+    return "".join(f"\n\n{n}" for n in notes)
 
 
 def published_values(calibration_dir: Path = CALIBRATION_DIR) -> pl.DataFrame | None:

@@ -35,7 +35,7 @@ from scangen.metrics.scanner_variance import scanner_variance
 from scangen.experiments.cache import RunCache, config_dict, store_fingerprint
 from scangen.metrics import summarize_predictions
 from scangen.scan_labels import primary_scanners
-from scangen.store import Bags, load_bags, read_meta
+from scangen.store import Bags, Vocabulary, load_bags, read_meta, store_vocabulary
 from scangen.experiments.grid import GroupResult, GroupTask, LocalExecutor, plan_groups
 from scangen.train import TrainConfig
 from scangen.train.config import NON_RESULT_FIELDS, config_hash
@@ -90,6 +90,9 @@ class ExperimentSession:
             raise FileNotFoundError(f"store {self.store}: no slides.parquet; run notebook 01 (data) first")
         self.meta = read_meta(self.store)
         self.simulated = bool(self.meta.get("simulated", False))
+        if "task" in self.meta and self.meta["task"] is None:
+            raise ValueError(f"store {self.store}: no slide task label (an embedding-only store: meta.json \"task\" "
+                             f"is null); training needs a binary task column: import with task=<column>")
         train = dict(train or {})
         _check_fields(train, "train settings")
         train.setdefault("progress", False)
@@ -155,6 +158,11 @@ class ExperimentSession:
         """The store's primary-magnification scanners (ScanGen's default subset, the auc_<scanner> columns)."""
         slides = pl.read_parquet(self.store / "slides.parquet", columns=["scanner", "magnification", "cohort"])
         return primary_scanners(slides)
+
+    @functools.cached_property
+    def vocabulary(self) -> Vocabulary:
+        """The store's vocabulary (scanners, magnifications, task), read from its data."""
+        return store_vocabulary(self.store)
 
     def bags(self, fm: str) -> Bags:
         """All bags of `fm`, loaded once and kept while fewer than `keep_fms` other FMs are newer."""

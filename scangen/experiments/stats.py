@@ -143,6 +143,13 @@ METRIC_LABELS: dict[str, str] = {"scanner_cov": "CoV (paper)", "median_cov": "me
 """Short metric names for tables that must fit the page (the captions spell them out)."""
 
 
+def metric_label(metric: str) -> str:
+    """A metric's label for tables; the AUC is named after the store's task ("MSI AUC")."""
+    from scangen.task_name import task_label
+
+    return f"{task_label()} AUC" if metric == "auc" else METRIC_LABELS.get(metric, metric)
+
+
 def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None = None, *,
                    arms: bool = True) -> pl.DataFrame:
     """Paired changes as text for a paper table: one row per (`key`, metric) with both arms' estimates
@@ -152,7 +159,7 @@ def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None
 
     rows = []
     for r in paired.iter_rows(named=True):
-        row = {key: (labels or {}).get(r[key], str(r[key])), "metric": METRIC_LABELS.get(r["metric"], r["metric"])}
+        row = {key: (labels or {}).get(r[key], str(r[key])), "metric": metric_label(r["metric"])}
         if arms:
             row.update({"baseline": fmt(r["baseline"]), "ScanGen": fmt(r["scangen"])})
         row.update({f"change [{round(100 * r['level'])}% CI]": fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]),
@@ -176,7 +183,7 @@ def arm_display(table: pl.DataFrame, key: str, labels: dict[str, str] | None = N
     rows = []
     for r in table.iter_rows(named=True):
         rows.append({key: (labels or {}).get(r[key], str(r[key])), "ScanGen": "yes" if r["use_scangen"] else "no",
-                     "EGFR AUC ↑": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
+                     f"{metric_label('auc')} ↑": fmt_ci(r["auc_mean"], r["auc_lo"], r["auc_hi"]),
                      "scanner CoV ↓": with_change(r, "scanner_cov"), "mag. CoV ↓": with_change(r, "mag_cov"),
                      "near zero": f"{fmt(r.get('n_near_zero_mean'), 1)} of {fmt(r.get('n_specimens_mean'), 0)}",
                      "runs": str(r["n_seeds"])})

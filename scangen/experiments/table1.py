@@ -84,10 +84,14 @@ def near_zero_counts(runs: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
 
 def fixed_fm(fm: str | None, available: Sequence[str], default: str = PAPER_TABLE2_FM) -> tuple[str, str]:
     """(fm, how it was fixed): the notebook's parameter, else `default` (the paper's H-Optimus-0). Never
-    read from results, so no test metric can choose it. The FM must be in the store (`available`)."""
+    read from results, so no test metric can choose it. The FM must be in the store (`available`); a
+    store without `default` that holds a single FM (an imported cohort) uses that one."""
     chosen, how = (fm, "given as a parameter") if fm else (default, "default: the FM of the paper's Table 2")
+    if not fm and default not in available and len(available) == 1:
+        chosen, how = available[0], "the store's only FM"
     if chosen not in available:
-        raise ValueError(f"fm: {chosen!r} ({how}) is not in the store (models {list(available)})")
+        raise ValueError(f"fm: {chosen!r} ({how}) is not in the store (models {list(available)}); set the "
+                         f"notebook parameter `fm` in params/<set>.yml")
     return chosen, how
 
 

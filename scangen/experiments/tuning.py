@@ -91,10 +91,11 @@ def observed_distances(slides: pl.DataFrame, means: np.ndarray, split_seed: int 
     (`pos_*`) and same-scanner cross-specimen pairs (`neg_*`). Validation and test WSIs are not read."""
     kw = {} if fractions is None else {"fractions": tuple(fractions)}
     split = specimen_splits(slides, split_seed, **kw)
+    primary = split.filter(pl.col("cohort") == "multiscanner")["magnification"].max()  # the store's "40x"
     keep = ((split["cohort"] == "multiscanner") & (split["split"] == "scangen_train")
-            & (split["magnification"] == 40)).to_numpy()
+            & (split["magnification"] == primary)).to_numpy()
     if keep.sum() < 4:
-        raise ValueError("slides: fewer than four 40x ScanGen-train WSIs to measure distances on")
+        raise ValueError(f"slides: fewer than four {primary}x ScanGen-train WSIs to measure distances on")
     z = np.asarray(means, dtype=np.float64)[keep]
     z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     d = 1.0 - z @ z.T

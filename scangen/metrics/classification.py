@@ -120,7 +120,7 @@ def _specimen_labels(yy: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndar
     n = np.bincount(inverse, minlength=ids.size)
     mixed = ids[(pos > 0) & (pos < n)]
     if mixed.size:
-        raise ValueError(f"y: a specimen has one EGFR label, specimens {mixed[:5].tolist()} have both")
+        raise ValueError(f"y: a specimen has one task label, specimens {mixed[:5].tolist()} have both")
     return inverse, (pos > 0).astype(np.float64)
 
 

@@ -25,6 +25,7 @@ from scangen.atomic import atomic_write_with
 from scangen.pipeline import cache
 from scangen.pipeline.layout import ACTIVE_SET_FILE, Layout
 from scangen.pipeline.params import ParamSet, load_param_set
+from scangen.pipeline.requirements import skip_reason, write_skipped
 
 DEFAULT_KERNEL = "python3"
 
@@ -54,7 +55,8 @@ class NotebookState:
 
 @dataclass
 class RunReport:
-    """What `run` did, per notebook: `cached` or `executed` with the seconds it took."""
+    """What `run` did, per notebook: `cached`, `executed` or `skipped` (a requirement of the notebook
+    is missing from the store; see scangen.pipeline.requirements) with the seconds it took."""
 
     param_set: str
     actions: dict[str, str]
@@ -177,15 +179,19 @@ def run(param_set: str | Path, layout: Layout | None = None, *, only: list[str] 
             report.actions[name] = "cached"
             continue
         why = "forced" if force and state.fresh else "; ".join(state.reasons)
-        log(f"[{pset.name}] {name}: executing ({why})")
+        skipped = skip_reason(pset.notebook(name).path, state.parameters, layout.root)
+        log(f"[{pset.name}] {name}: " + (f"skipped: {skipped}" if skipped else f"executing ({why})"))
         started = time.perf_counter()
         before = cache.snapshot(results_dir, exclude=(manifest_path,))
-        tmp = execute_notebook(pset.notebook(name).path, state.parameters, layout, pset.name, name,
-                               kernel=kernel, log_output=log_output)
-        outputs = cache.written_since(before, results_dir, exclude=(manifest_path,))
         target = layout.runs(pset.name) / f"{name}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
+        if skipped:  # e.g. a training notebook on an embedding-only store (scangen.pipeline.requirements)
+            write_skipped(pset.notebook(name).path, target, skipped)
+        else:
+            tmp = execute_notebook(pset.notebook(name).path, state.parameters, layout, pset.name, name,
+                                   kernel=kernel, log_output=log_output)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        outputs = cache.written_since(before, results_dir, exclude=(manifest_path,))
         (layout.failed(pset.name) / f"{name}.ipynb").unlink(missing_ok=True)
         state.key.data = cache.data_digest(state.parameters, layout.root)
         seconds = time.perf_counter() - started
@@ -196,10 +202,12 @@ def run(param_set: str | Path, layout: Layout | None = None, *, only: list[str] 
             "outputs": outputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 2),
+            **({"skipped": skipped} if skipped else {}),
         }
         manifest.save()
-        report.actions[name], report.seconds[name] = "executed", seconds
-        log(f"[{pset.name}] {name}: done in {seconds:.1f} s, wrote {len(outputs)} result file(s)")
+        report.actions[name], report.seconds[name] = ("skipped" if skipped else "executed"), seconds
+        if not skipped:
+            log(f"[{pset.name}] {name}: done in {seconds:.1f} s, wrote {len(outputs)} result file(s)")
     publish(pset, layout, manifest)
     return report
 

@@ -63,7 +63,7 @@ def make_member(config: TrainConfig, slides: pl.DataFrame, bt: BagTensors, in_di
     if config.trace_test:
         evals["test"] = split_positions(slides, "test")
     if np.unique(slides[evals["val"]]["egfr"].to_numpy()).size < 2:
-        raise ValueError("validation split: holds a single EGFR class; AUC-based selection impossible")
+        raise ValueError("validation split: holds a single class of the task label; AUC-based selection impossible")
     task_rows = slides.with_row_index("_pos").filter(pl.col("split") == TASK_SPLIT)
     rng = np.random.default_rng(config.seed)
     task = TaskSampler(task_rows["_pos"].to_numpy().astype(np.int64), task_rows["egfr"].to_numpy(), config.task_batch_size, rng)

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from scangen.constants import MAGNIFICATION_PAIR_SCANNER, SCANNERS_40X
-from scangen.scan_labels import primary_scanners, scanner_label, scanner_label_expr
+from scangen.scan_labels import magnification_pairs_of, primary_scanners, scanner_label, scanner_label_expr
 
 
 class PermutationStream:
@@ -57,7 +56,7 @@ class TaskSampler:
             raise ValueError("task cohort: no EGFR-labelled training slides (split 'task_train' is empty)")
         labels = np.asarray(labels).astype(np.float32)
         if np.unique(labels).size < 2:
-            raise ValueError("task cohort: the EGFR training pool holds a single class")
+            raise ValueError("task cohort: the training pool holds a single class of the task label")
         self.positions, self.labels = positions, labels
         self.batch_size = min(int(batch_size), positions.size)
         self._stream = PermutationStream(positions.size, rng)
@@ -100,7 +99,7 @@ class ScanGenSampler:
         slides: pl.DataFrame,
         k: int,
         rng: np.random.Generator,
-        scanner_subset: Sequence[str] | None = SCANNERS_40X,
+        scanner_subset: Sequence[str] | None = None,
         include_20x: bool = False,
         split: str = "scangen_train",
     ) -> None:
@@ -109,8 +108,8 @@ class ScanGenSampler:
         if scanner_subset is None:
             scanner_subset = primary_scanners(slides)
         labels = [scanner_label(s, primary, base=primary) for s in scanner_subset]
-        if include_20x:
-            labels.append(scanner_label(MAGNIFICATION_PAIR_SCANNER, 20, base=primary))
+        if include_20x:  # the lower scan of every two-magnification scanner (GT450@20x in the simulation)
+            labels.extend(scanner_label(p.scanner, p.low, base=primary) for p in magnification_pairs_of(multi))
         table = (
             slides.with_row_index("_pos")
             .filter((pl.col("cohort") == "multiscanner") & (pl.col("split") == split))
