@@ -246,6 +246,7 @@ def test_session_runs_are_cached_and_identical(tiny_store: Path, tmp_path: Path)
     results.write_json(tmp_path, "table1", doc, simulated=True)
     assert resolve_fm(None, tmp_path, s2.models) == ("phikon-sim", "highest baseline AUC in Table 1")
     assert resolve_fm(None, tmp_path / "none", s2.models)[0] == "hoptimus0-sim"
+    assert resolve_fm(None, tmp_path, s2.models, read_table1=False) == ("hoptimus0-sim", "default (Table 1 is made later)")
     with pytest.raises(ValueError, match="not in the store"):
         resolve_fm("nope", tmp_path, s2.models)
 

@@ -46,17 +46,21 @@ def strongest_fm(table: pl.DataFrame) -> str:
 
 
 def resolve_fm(fm: str | None, results_dir: Path, available: Sequence[str],
-               fallback: str = "hoptimus0-sim") -> tuple[str, str]:
+               fallback: str = "hoptimus0-sim", read_table1: bool = True) -> tuple[str, str]:
     """(fm, how it was chosen): the given FM, else Table 1's strongest, else `fallback` (or the store's
-    first model when `fallback` is not in `available`). A given or recorded FM must be in `available`."""
+    first model when `fallback` is not in `available`). A given or recorded FM must be in `available`.
+    `read_table1=False` skips Table 1, for notebooks that run before it (their result must not depend
+    on whether an earlier run left a `table1.json`)."""
     if fm:
         chosen, how = fm, "given as a parameter"
     else:
         try:
+            if not read_table1:
+                raise FileNotFoundError("Table 1 is not read here")
             chosen, how = str(read_json(results_dir, "table1")["strongest_fm"]), "highest baseline AUC in Table 1"
         except FileNotFoundError:
             chosen = fallback if fallback in available or not available else next(iter(available))
-            how = "default (Table 1 results not found)"
+            how = "default (Table 1 results not found)" if read_table1 else "default (Table 1 is made later)"
     if chosen not in available:
         raise ValueError(f"fm: {chosen!r} ({how}) is not in the store (models {list(available)})")
     return chosen, how
