@@ -253,3 +253,17 @@ def test_publish_never_leaves_another_sets_notebook_beside_this_set(toy: Layout)
     run("toy", toy, only=["01"], log=lambda _: None)
     assert (toy.executed / "01_producer.ipynb").is_file()
     assert not stale.exists()
+
+
+def test_data_digest_ignores_the_store_memmap_cache(tmp_path: Path) -> None:
+    """The memmap cache is built inside the store when a notebook first reads it: building it (or
+    rebuilding it after a copy) must not make the notebooks before that one look stale."""
+    store = tmp_path / "data" / "store"
+    store.mkdir(parents=True)
+    (store / "slides.parquet").write_bytes(b"slides")
+    before = cache.data_digest({"store_dir": "data/store"}, tmp_path)
+    (store / "memmap" / "phikon-sim-0123").mkdir(parents=True)
+    (store / "memmap" / "phikon-sim-0123" / "features.npy").write_bytes(b"cache")
+    assert cache.data_digest({"store_dir": "data/store"}, tmp_path) == before
+    (store / "slides.parquet").write_bytes(b"changed")
+    assert cache.data_digest({"store_dir": "data/store"}, tmp_path) != before

@@ -20,6 +20,7 @@ from typing import Any
 import scangen
 from scangen.atomic import atomic_write_text
 from scangen.pipeline.params import is_path_parameter, resolve_parameter_path
+from scangen.store.memmap import CACHE_DIR as STORE_CACHE_DIR
 
 PIPELINE_DIR = Path(__file__).resolve().parent
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -94,8 +95,8 @@ def data_digest(parameters: dict[str, Any], root: Path) -> dict[str, str]:
         if key in NOT_INPUTS or not is_path_parameter(key) or not isinstance(value, str) or not value:
             continue
         target = resolve_parameter_path(value, root)
-        if target.is_dir():
-            out[key] = json_sha256(tree_digests(target))
+        if target.is_dir():  # a store's memmap cache is derived from it, built whenever a notebook first reads it
+            out[key] = json_sha256(tree_digests(target, exclude=(target / STORE_CACHE_DIR,)))
         elif target.is_file():
             out[key] = file_sha256(target)
         else:
