@@ -22,8 +22,16 @@ scangen/simulate/fm_params.json (only the searched values change) and the achiev
 table into data/calibration/achieved_vs_published.{parquet,json}, together with the same metrics
 recomputed under a cheaper "check" protocol that tests/test_calibration.py reproduces.
 
+Scenario "feature" (`--scenario feature`, see scangen/simulate/feature_effects.py): the same anchors,
+cohort, metrics, order constraint and DP, but the searched parameters are the per-model strengths of the
+feature-space scanner offsets (feature_shift, feature_noise; FEATURE_GRID then FEATURE_REFINE) on top of
+each model's embedding of the neutral rendering. Writes scangen/simulate/fm_params_feature.json and
+data/calibration/feature/achieved_vs_published.{parquet,json}; the image scenario's files are untouched.
+It was run before any ScanGen run on that scenario.
+
 Usage: python scripts/calibrate_simulator.py            (search, write, print)
        python scripts/calibrate_simulator.py --check    (recompute check values, compare, exit 1 on mismatch)
+       python scripts/calibrate_simulator.py --scenario feature [--check]
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from scangen.constants import REAL_MODEL_OF, SIMULATED_MODELS
 from scangen.metrics.robustness import cross_scanner_retrieval, robustness_index
 from scangen.paths import DATA
 from scangen.simulate import SimConfig, SimulatedFM, generate_cohort, load_fm_params
+from scangen.simulate.feature_effects import FEATURE_PARAMS_PATH, apply_feature_effects, load_feature_params
 from scangen.simulate.foundation_models import FM_PARAMS_PATH
 
 CALIBRATION_DIR = DATA / "calibration"
@@ -64,6 +73,12 @@ REFINE = {"steps": {"colour_sensitivity": 0.4, "scanner_sensitivity": 0.4}, "max
           "bounds": {"colour_sensitivity": (0.0, 4.0), "scanner_sensitivity": (0.0, 10.0)}}
 """Local refinement: try the 8 neighbours (+-step and diagonals: RI and top-10 trade off along a diagonal)
 of the best point, move to any improvement, else halve the steps; stop at max_evals or min_step."""
+FEATURE_DIR = CALIBRATION_DIR / "feature"
+FEATURE_GRID = {"feature_shift": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4),
+                "feature_noise": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)}
+FEATURE_REFINE = {"steps": {"feature_shift": 0.04, "feature_noise": 0.25}, "max_evals": 12, "min_step": 0.01,
+                  "bounds": {"feature_shift": (0.0, 8.0), "feature_noise": (0.0, 8.0)}}
+"""Scenario "feature": coarse grid and compass refinement of the two offset strengths."""
 
 
 @dataclass(frozen=True)
@@ -166,22 +181,26 @@ def choose(grid: dict[str, list[tuple[dict, dict]]]) -> tuple[dict[str, tuple[di
     return {m: min(grid[m], key=lambda g: _cost(m, g[1])) for m in models}, False
 
 
-def refine(data: Prepared, model: str, start: tuple[dict, dict]) -> list[tuple[dict, dict]]:
-    """Compass search on REFINE's parameters from `start`; returns every newly scored point."""
-    steps = dict(REFINE["steps"])
+def refine(data: Prepared, model: str, start: tuple[dict, dict], settings: dict | None = None,
+           score=None) -> list[tuple[dict, dict]]:
+    """Compass search on `settings`' parameters (default REFINE, scored by `evaluate` under CALIBRATION)
+    from `start`; returns every newly scored point."""
+    REFINE_ = REFINE if settings is None else settings
+    score = score or (lambda params: evaluate(data, CALIBRATION, model, params))
+    steps = dict(REFINE_["steps"])
     best, seen, scored = start, {json.dumps(start[0], sort_keys=True)}, []
-    while len(scored) < REFINE["max_evals"] and max(steps.values()) >= REFINE["min_step"]:
+    while len(scored) < REFINE_["max_evals"] and max(steps.values()) >= REFINE_["min_step"]:
         moved = False
         for signs in itertools.product((0.0, 1.0, -1.0), repeat=len(steps)):
             if not any(signs):
                 continue
-            params = dict(best[0], **{k: round(min(max(best[0][k] + sg * steps[k], REFINE["bounds"][k][0]),
-                                                    REFINE["bounds"][k][1]), 4) for k, sg in zip(steps, signs)})
+            params = dict(best[0], **{k: round(min(max(best[0][k] + sg * steps[k], REFINE_["bounds"][k][0]),
+                                                    REFINE_["bounds"][k][1]), 4) for k, sg in zip(steps, signs)})
             tag = json.dumps(params, sort_keys=True)
-            if tag in seen or len(scored) >= REFINE["max_evals"]:
+            if tag in seen or len(scored) >= REFINE_["max_evals"]:
                 continue
             seen.add(tag)
-            scored.append((params, evaluate(data, CALIBRATION, model, params)))
+            scored.append((params, score(params)))
             if _cost(model, scored[-1][1]) < _cost(model, best[1]):
                 best, moved = scored[-1], True
         if not moved:
@@ -261,6 +280,83 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
     return summary
 
 
+class FeatureScorer:
+    """Metrics of feature-scenario strengths for one model: the neutral embeddings are computed once."""
+
+    def __init__(self, data: Prepared, p: Protocol, model: str) -> None:
+        fm = SimulatedFM(model, SIMULATED_MODELS[model], load_fm_params()[model])
+        self.data, self.p, self.model = data, p, model
+        self.base = fm.embed(data.neutral, data.neutral)
+        self.reg_base = fm.embed(data.reg_neutral, data.reg_neutral)
+        self.keys = np.char.add(np.char.add(data.specimen.astype(str), "|"), data.scanner.astype(str))
+        self.reg_keys = np.char.add(np.char.add(data.reg_specimen.astype(str), "|"), data.reg_scanner.astype(str))
+        self.jitter = SimConfig.from_size(p.size).scan_jitter
+
+    def __call__(self, params: dict[str, float]) -> dict[str, float]:
+        shift, noise = params["feature_shift"], params["feature_noise"]
+        rng = np.random.default_rng(self.p.seed)
+        emb = apply_feature_effects(self.base, self.model, self.data.scanner, self.keys, shift, noise, self.jitter, rng)
+        reg = apply_feature_effects(self.reg_base, self.model, self.data.reg_scanner, self.reg_keys, shift, noise,
+                                    self.jitter, rng)
+        ri = robustness_index(emb, self.data.tissue, self.data.scanner, self.data.specimen)
+        ret = cross_scanner_retrieval(reg, self.data.reg_tile, self.data.reg_scanner, self.data.reg_specimen,
+                                      max_queries=self.p.max_queries, seed=self.p.seed)
+        return {"ri": ri.value, "ri_k": float(ri.k), "top1": ret.mean_top_k[1], "top10": ret.mean_top_k[10],
+                "cosine": ret.mean_cosine}
+
+
+def write_feature_params(chosen: dict[str, dict[str, float]], path: Path = FEATURE_PARAMS_PATH) -> None:
+    """Write fm_params_feature.json: a doc string, then one line per model."""
+    doc = ("Feature-space scanner offsets of the 'feature' scenario (scangen/simulate/feature_effects.py), "
+           "written by scripts/calibrate_simulator.py --scenario feature: e = f(neutral) + feature_shift * "
+           "(scanner offset + jitter) + feature_noise * N(0, I).")
+    lines = ["{", f'  "_doc": {json.dumps(doc)},']
+    for i, model in enumerate(SIMULATED_MODELS):
+        body = ", ".join(f'"{k}": {round(float(chosen[model][k]), 6)}' for k in FEATURE_GRID)
+        lines.append(f'  "{model}": {{{body}}}' + ("," if i < len(SIMULATED_MODELS) - 1 else ""))
+    atomic_write_text(Path(path), "\n".join(lines + ["}"]) + "\n")
+
+
+def compute_check_feature(params: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Feature-scenario metrics of `params` under the CHECK protocol (what the test recomputes)."""
+    data = prepare(CHECK)
+    return {m: FeatureScorer(data, CHECK, m)(params[m]) for m in ANCHORS}
+
+
+def run_feature_search(out_dir: Path = FEATURE_DIR, params_path: Path = FEATURE_PARAMS_PATH) -> dict:
+    """Scenario "feature": grid + compass search of the offset strengths, order-constrained DP, write."""
+    t0 = time.time()
+    data = prepare(CALIBRATION)
+    grid: dict[str, list[tuple[dict, dict]]] = {}
+    for model in ANCHORS:
+        scorer = FeatureScorer(data, CALIBRATION, model)
+        grid[model] = [(dict(zip(FEATURE_GRID, v)), scorer(dict(zip(FEATURE_GRID, v))))
+                       for v in itertools.product(*FEATURE_GRID.values())]
+        start = min(grid[model], key=lambda g: _cost(model, g[1]))
+        grid[model] += refine(data, model, start, FEATURE_REFINE, scorer)
+        print(f"{model}: {len(grid[model])} points scored ({time.time() - t0:.0f} s)", flush=True)
+    chosen, constrained = choose(grid)
+    params = {m: chosen[m][0] for m in SIMULATED_MODELS}
+    achieved = {m: chosen[m][1] for m in ANCHORS}
+    write_feature_params(params, params_path)
+    check = compute_check_feature(params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pl.concat([achieved_table(achieved, CALIBRATION), achieved_table(check, CHECK)])
+    atomic_write_with(out_dir / f"{TABLE_STEM}.parquet", table.write_parquet)
+    gaps = table.filter(pl.col("protocol") == CALIBRATION.name)["gap"].drop_nulls().abs()
+    summary = {
+        "scenario": "feature", "anchors": ANCHORS, "grid": {k: list(v) for k, v in FEATURE_GRID.items()},
+        "refine": FEATURE_REFINE, "protocols": {p.name: asdict(p) for p in (CALIBRATION, CHECK)},
+        "order_constrained_choice_found": constrained, "order_holds": order_holds(achieved),
+        "max_abs_gap": float(gaps.max()), "mean_abs_gap": float(gaps.mean()),
+        "params": params, "achieved": achieved, "check": check,
+        "grid_scores": {m: [{**g[0], **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid},
+        "seconds": round(time.time() - t0, 1),
+    }
+    atomic_write_text(out_dir / f"{TABLE_STEM}.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def print_summary(summary: dict) -> None:
     """Achieved beside published, per model and metric."""
     print(f"{'model':15s} {'metric':6s} {'published':>9s} {'achieved':>9s} {'gap':>7s}")
@@ -276,21 +372,24 @@ def print_summary(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="recompute the check protocol and compare")
+    ap.add_argument("--scenario", choices=("image", "feature"), default="image",
+                    help="which data-generating scenario to calibrate (default: image, the original simulator)")
     ap.add_argument("--tolerance", type=float, default=0.02, help="allowed |difference| in --check")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1 is fastest for these many small products on a busy machine)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    feature = args.scenario == "feature"
     if args.check:
-        stored = json.loads((CALIBRATION_DIR / f"{TABLE_STEM}.json").read_text())
-        fresh = compute_check(load_fm_params())
+        stored = json.loads(((FEATURE_DIR if feature else CALIBRATION_DIR) / f"{TABLE_STEM}.json").read_text())
+        fresh = compute_check_feature(load_feature_params()) if feature else compute_check(load_fm_params())
         bad = [(m, k, stored["check"][m][k], v) for m in fresh for k, v in fresh[m].items()
                if abs(v - stored["check"][m][k]) > args.tolerance]
         for m, k, old, new in bad:
             print(f"MISMATCH {m} {k}: stored {old:.4f}, recomputed {new:.4f}")
         print("check passed" if not bad else f"{len(bad)} mismatches")
         return 1 if bad else 0
-    summary = run_search()
+    summary = run_feature_search() if feature else run_search()
     print_summary(summary)
     return 0
 

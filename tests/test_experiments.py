@@ -136,24 +136,36 @@ def test_aggregate_seeds_and_relative_change():
         stats.add_relative_change(agg.filter(pl.col("use_scangen")), by=["fm"])
 
 
+def _paired(key: str, values: list[str]) -> pl.DataFrame:
+    rows = []
+    for v in values:
+        for m, (lo, hi) in {"scanner_cov": (-0.3, -0.1), "auc": (-0.01, 0.05)}.items():
+            rows.append({key: v, "metric": m, "baseline": 0.4, "scangen": 0.2, "diff": -0.2, "diff_lo": lo,
+                         "diff_hi": hi, "level": 0.95, "verdict": "lower" if hi < 0 else "inconclusive", "n_pairs": 2})
+    return pl.DataFrame(rows)
+
+
 def test_table1_and_mil_json_share_the_baseline_scangen_layout():
     from scangen.experiments.mil_table import mil_json
     from scangen.experiments.table1 import table1_json
 
     rel = stats.add_relative_change(stats.aggregate_seeds(_runs(), ["fm", "use_scangen"]), by=["fm"])
-    t1 = table1_json(rel.with_columns(pl.col("fm").str.to_uppercase().alias("real_model")), [0, 1])
+    t1 = table1_json(rel.with_columns(pl.col("fm").str.to_uppercase().alias("real_model")), _paired("fm", ["a", "b"]),
+                     [0, 1])
     a = t1["fms"]["a"]
     assert a["real_model"] == "A" and a["baseline"]["auc_mean"] == pytest.approx(0.71)
     assert a["baseline"]["n_seeds"] == 2 and "auc_lo" in a["scangen"] and "seed" not in a["scangen"]
     assert a["rel_change"]["scanner_cov"] == pytest.approx(-50.0)
     assert set(a["rel_change"]) == {"auc", "scanner_cov", "mag_cov"}
-    assert t1["strongest_fm"] == "a" and t1["fms_cov_reduced"] == ["a", "b"]
-    assert t1["fms_share_reduced"] == ["a", "b"] and t1["n_fms_share_reduced"] == 2
+    assert "strongest_fm" not in t1  # no FM is picked from test results
+    assert a["paired"]["scanner_cov"]["verdict"] == "lower" and a["paired"]["auc"]["diff_lo"] == -0.01
+    assert t1["verdicts"]["scanner_cov"]["lower"] == ["a", "b"] and t1["verdicts"]["auc"]["inconclusive"] == ["a", "b"]
     heads = rel.with_columns(pl.col("fm").replace({"a": "gap", "b": "abmil"}).alias("head"))
-    mil = mil_json(heads, "a", "given", [0, 1])
+    mil = mil_json(heads, _paired("head", ["gap", "abmil"]), "a", "given", [0, 1])
     gap = mil["heads"]["gap"]
     assert gap["label"] == "GAP" and mil["heads"]["abmil"]["label"] == "AB-MIL"
     assert gap["scangen"] == a["scangen"] and gap["rel_change"] == a["rel_change"]
+    assert gap["paired"] == a["paired"] and mil["verdicts"]["scanner_cov"]["lower"] == ["gap", "abmil"]
     assert mil["cov_rel_change_range"] == pytest.approx([-50.0, -50.0])
 
 
@@ -227,27 +239,71 @@ def test_results_table_gets_simulated_column(tmp_path: Path):
 
 def test_session_runs_are_cached_and_identical(tiny_store: Path, tmp_path: Path):
     from scangen.experiments.session import ExperimentSession, train_settings
-    from scangen.experiments.table1 import resolve_fm, run_table1, table1_json
+    from scangen.experiments.table1 import fixed_fm, run_table1, table1_json
 
-    settings = train_settings(3, "cpu", {"eval_every": 3, "patience": 1})
+    settings = train_settings(3, "cpu", {"eval_every": 3, "patience": 1, "num_threads": 1})
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         train_settings(3, "cpu", {"not_a_field": 1})
     s1 = ExperimentSession(tiny_store, tmp_path / "cache", settings)
-    runs, table = run_table1(s1, ["phikon-sim"], [0])
-    assert runs.height == 2 and not runs["cached"].any()
-    assert table["use_scangen"].to_list() == [False, True]
-    assert (s1.cache.hits, s1.cache.misses) == (0, 2)
+    runs, table, paired = run_table1(s1, ["phikon-sim"], [0, 1], scangen={"lam": 2.0}, n_boot=50)
+    assert runs.height == 4 and runs["use_scangen"].to_list() == [False, False, True, True]
+    assert runs["split_seed"].to_list() == [0] * 4
+    assert table["use_scangen"].to_list() == [False, True] and "n_near_zero_mean" in table.columns
+    assert s1.cache.misses == 4
+    from scangen.metrics.paired import PAIRED_METRICS
+    assert paired["metric"].to_list() == list(PAIRED_METRICS)
+    assert (paired["n_pairs"] == 2).all() and (paired["fm"] == "phikon-sim").all()
     s2 = ExperimentSession(tiny_store, tmp_path / "cache", settings)
-    runs2, table2 = run_table1(s2, ["phikon-sim"], [0])
-    assert runs2["cached"].all() and (s2.cache.hits, s2.cache.misses) == (2, 0)
-    assert runs2.drop("cached").equals(runs.drop("cached"))
-    doc = table1_json(table2, [0])
-    assert doc["strongest_fm"] == "phikon-sim" and set(doc["fms"]["phikon-sim"]) >= {"baseline", "scangen", "rel_change"}
-    results.write_json(tmp_path, "table1", doc, simulated=True)
-    assert resolve_fm(None, tmp_path, s2.models) == ("phikon-sim", "highest baseline AUC in Table 1")
-    assert resolve_fm(None, tmp_path / "none", s2.models)[0] == "hoptimus0-sim"
+    runs2, table2, paired2 = run_table1(s2, ["phikon-sim"], [0, 1], scangen={"lam": 2.0}, n_boot=50)
+    assert s2.cache.misses == 0
+    keep = [c for c in runs.columns if c != "cached"]
+    assert runs2.select(keep).equals(runs.select(keep)) and paired2.equals(paired)
+    doc = table1_json(table2, paired2, [0, 1])
+    assert set(doc["fms"]["phikon-sim"]) >= {"baseline", "scangen", "rel_change", "paired"}
+    # split seeds multiply the runs and keep each pair on one split
+    runs3, _, paired3 = run_table1(s2, ["phikon-sim"], [0], split_seeds=[0, 1], n_boot=20)
+    assert runs3["split_seed"].to_list() == [0, 1, 0, 1] and paired3["n_pairs"][0] == 2
+    assert fixed_fm(None, s2.models) == ("hoptimus0-sim", "default: the FM of the paper's Table 2")
+    assert fixed_fm("phikon-sim", s2.models)[0] == "phikon-sim"
     with pytest.raises(ValueError, match="not in the store"):
-        resolve_fm("nope", tmp_path, s2.models)
+        fixed_fm("nope", s2.models)
+
+
+def test_ablation_paired_by_size_and_chance_reference(tiny_store: Path, tmp_path: Path):
+    from scangen.experiments.ablation import ablation_json, run_ablation
+    from scangen.experiments.session import ExperimentSession, train_settings
+
+    s = ExperimentSession(tiny_store, tmp_path / "cache", train_settings(3, "cpu", {"eval_every": 3, "patience": 1, "num_threads": 1}))
+    res = run_ablation(s, "phikon-sim", seeds=[0, 1], max_subsets=3, count_sizes=(2,), n_perm=500, n_boot=30)
+    assert res["scanners"] == list(SCANNERS_40X)  # the store's primary scanners
+    assert res["n_subsets"] == 3 and res["runs"].height == 2 + 3 * 2
+    assert sorted(set(res["paired_by_size"]["size"])) == sorted({len(x) for x in res["subsets"]["subset"]})
+    assert set(res["chance"]) == {"best", "worst"}
+    best = res["chance"]["best"]
+    assert best.filter(pl.col("kind") == "scanner")["observed"].sum() == 2  # one size-2 subset counted
+    doc = ablation_json(res, "phikon-sim", [0, 1])
+    assert set(doc["chance"]["best"]) == {"exceeding", "max_scanner_count", "max_chance_upper", "any_scanner_beyond_chance"}
+    assert doc["paired_by_size"][6]["scanner_cov"]["n_pairs"] == 2
+    contrasts = res["size_contrasts"].filter(pl.col("metric") == "scanner_cov")
+    sizes = sorted(set(res["paired_by_size"]["size"]))
+    assert contrasts["contrast"].to_list() == ["slope"] + [f"{b}-{a}" for a, b in zip(sizes[:-1], sizes[1:])]
+    by = {r["size"]: r["diff"] for r in res["paired_by_size"].filter(pl.col("metric") == "scanner_cov").iter_rows(named=True)}
+    step = contrasts.filter(pl.col("contrast") == f"{sizes[1]}-{sizes[0]}")["estimate"][0]
+    assert step == pytest.approx(by[sizes[1]] - by[sizes[0]])
+
+
+def test_size_contrasts_known_slope():
+    from scangen.experiments.ablation import size_contrasts
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, 500)
+    samples = {k: {"scanner_cov": -0.1 * k + noise} for k in (2, 3, 4)}  # exactly linear in every resample
+    paired = pl.DataFrame({"size": [2, 3, 4], "metric": ["scanner_cov"] * 3, "diff": [-0.2, -0.3, -0.4]})
+    out = size_contrasts(paired, samples, metrics=("scanner_cov",))
+    slope = out.row(0, named=True)
+    assert slope["contrast"] == "slope" and slope["estimate"] == pytest.approx(-0.1)
+    assert slope["lo"] == pytest.approx(-0.1) and slope["hi"] == pytest.approx(-0.1) and slope["verdict"] == "lower"
+    assert out["contrast"].to_list() == ["slope", "3-2", "4-3"]
 
 
 def test_published_values_join_by_model():
@@ -335,3 +391,12 @@ def test_embedding_metrics_bounds_give_values_in_range(tiny_store: Path):
     assert row["ri_n_patches"] <= 4 * multi.slides.height
     with pytest.raises(ValueError, match="predictability_pca"):
         sb.embedding_metrics(tiny_store, "phikon-sim", multi, predictability_pca=0)
+
+
+def test_paired_display_formats_changes():
+    paired = pl.DataFrame({"fm": ["a"], "metric": ["scanner_cov"], "baseline": [0.4], "scangen": [0.3], "diff": [-0.1],
+                           "diff_lo": [-0.2], "diff_hi": [0.05], "level": [0.95], "verdict": ["inconclusive"], "n_pairs": [5]})
+    shown = stats.paired_display(paired, "fm", {"a": "A"})
+    assert shown.row(0, named=True) == {"fm": "A", "metric": "scanner CoV (paper)", "baseline": "0.400",
+                                        "ScanGen": "0.300", "change [95% CI]": "-0.100 [-0.20, 0.05]",
+                                        "verdict": "inconclusive", "pairs": "5"}

@@ -168,3 +168,23 @@ def test_permutation_pvalue_errors() -> None:
         specimen_permutation_pvalue(y, np.zeros(y.size), specimen[:-1])
     with pytest.raises(ValueError, match="max_assignments"):
         specimen_permutation_pvalue(y, np.zeros(y.size), specimen, max_assignments=0)
+
+
+def _delong_se(y: np.ndarray, score: np.ndarray) -> float:
+    """DeLong's standard error of the AUC (independent scans)."""
+    pos, neg = score[y == 1], score[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    return float(np.sqrt(v10.var(ddof=1) / pos.size + v01.var(ddof=1) / neg.size))
+
+
+@pytest.mark.parametrize("level,z", [(0.95, 1.959964), (0.90, 1.644854)])
+def test_bootstrap_interval_level_matches_delong(level: float, z: float) -> None:
+    """One scan per specimen, n = 600: the percentile interval's half-width is z times DeLong's SE, so a
+    90% interval cannot pass as a 95% one (it would be 16% narrower)."""
+    rng = np.random.default_rng(5)
+    y = np.tile([0, 1], 300)
+    score = rng.normal(size=600) + 0.8 * y
+    ci = bootstrap_auc(y, score, np.arange(600).astype(str), n_boot=4000, level=level, seed=2)
+    assert ci.level == level
+    assert (ci.high - ci.low) / 2 == pytest.approx(z * _delong_se(y, score), rel=0.07)

@@ -8,19 +8,29 @@ the scale-free scanner share (`share_gain`, same formula on `scangen.metrics.sca
 share), which a few specimens with a mean logit near 0 cannot dominate. For each size in
 `count_sizes` (2..5 as in the paper) the `top_k` subsets with the lowest CoV are "best" and the
 `top_k` with the highest CoV "worst"; we count how often each scanner, and each scanner pair, appears
-in them. Ties in CoV break by the subset's name, so the counts are deterministic.
+in them. Ties in CoV break by the subset's name, so the counts are deterministic. Each count is set
+against its chance distribution (`scangen.metrics.paired.count_reference`: subset rankings drawn at
+random within each size), so the text can say whether any scanner or pair lands in the best or worst
+subsets more often than chance. Per subset size, the CoV change is also given as a paired specimen-
+bootstrap interval pooled over the size's subsets and the seeds (`scangen.metrics.paired`).
+
+The FM is a parameter (H-Optimus-0's stand-in by default, as the paper's Table 2; never chosen on test
+results), the scanners are the store's primary scanners (`scan_labels.primary_scanners`), and the
+ScanGen runs take the settings chosen on validation (`scangen`, from `tuning.read_choice`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from itertools import combinations
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
 
 from scangen.constants import SCANNERS_40X
+from scangen.metrics.paired import count_reference, verdict
 
 
 def enumerate_subsets(scanners: Sequence[str] = SCANNERS_40X, sizes: Sequence[int] = range(2, 7)) -> list[tuple[str, ...]]:
@@ -101,7 +111,8 @@ def gain_by_size(subset_table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def best_worst(subset_table: pl.DataFrame, count_sizes: Sequence[int] = (2, 3, 4, 5), top_k: int = 1) -> dict:
+def best_worst(subset_table: pl.DataFrame, count_sizes: Sequence[int] = (2, 3, 4, 5), top_k: int = 1,
+               scanners: Sequence[str] = SCANNERS_40X) -> dict:
     """Best (lowest CoV) and worst (highest CoV) subsets per size, with scanner and pair counts.
 
     `subset_table` has one row per subset with columns `subset` (list of codes), `size` and
@@ -127,7 +138,7 @@ def best_worst(subset_table: pl.DataFrame, count_sizes: Sequence[int] = (2, 3, 4
         picks["worst"][int(k)] = [s for _, s in sorted(items, key=lambda t: (-t[0], subset_name(t[1])))[:n]]
     scanner_counts, pair_counts = {}, {}
     for side, per_size in picks.items():
-        sc: Counter[str] = Counter({s: 0 for s in SCANNERS_40X})
+        sc: Counter[str] = Counter({s: 0 for s in scanners})
         pc: Counter[str] = Counter()
         for subsets in per_size.values():
             for s in subsets:
@@ -145,24 +156,33 @@ def best_worst(subset_table: pl.DataFrame, count_sizes: Sequence[int] = (2, 3, 4
 
 
 def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: int | None = None,
-                 scanners: Sequence[str] = SCANNERS_40X, count_sizes: Sequence[int] = (2, 3, 4, 5),
-                 top_k: int = 1) -> dict:
+                 scanners: Sequence[str] | None = None, count_sizes: Sequence[int] = (2, 3, 4, 5),
+                 top_k: int = 1, scangen: Mapping[str, Any] | None = None, split_seeds: Sequence[int] | None = None,
+                 n_perm: int = 20000, n_boot: int = 2000) -> dict:
     """Train ScanGen on each selected subset (and the baseline) per seed; return all ablation tables.
 
     Returns {"runs": one row per run, "subsets": one row per subset (seed-averaged CoV, AUC, gain),
-    "by_size": `gain_by_size`, "best_worst": `best_worst`, "baseline": {"scanner_cov", "auc"}}.
-    The gain of each seed's run is taken against the baseline of the same seed, then averaged.
+    "by_size": `gain_by_size`, "best_worst": `best_worst`, "chance": {"best": table, "worst": table}
+    (`CountReference.table`), "paired_by_size": one row per (size, metric), "baseline": {...},
+    "scanners": the scanners ranged over}. The gain of each run is taken against the baseline of the
+    same seed and split, then averaged. `scanners` None = the store's primary scanners.
     """
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed")
+    from scangen.experiments.stats import paired_changes
+    from scangen.experiments.table1 import arm_pairs, with_split_seed
+    from scangen.scan_labels import primary_scanners
+    from scangen.store import read_slides
+
+    scanners = tuple(scanners) if scanners is not None else primary_scanners(read_slides(session.store))
     subsets = select_subsets(enumerate_subsets(scanners), max_subsets)
-    base_cfgs = [session.config(fm=fm, use_scangen=False, seed=int(s)) for s in seeds]
-    sg_cfgs = [session.config(fm=fm, use_scangen=True, scanner_subset=tuple(sub), seed=int(s))
-               for sub in subsets for s in seeds]
-    runs = session.run_table(base_cfgs + sg_cfgs)
-    base = runs.filter(~pl.col("use_scangen")).select("seed", base_cov="scanner_cov", base_auc="auc",
+    pairs_of = {sub: arm_pairs(session, fm, seeds, scangen=scangen, split_seeds=split_seeds, scanner_subset=tuple(sub))
+                for sub in subsets}
+    base_cfgs = [b for b, _ in pairs_of[subsets[0]]]
+    sg_cfgs = [s for sub in subsets for _, s in pairs_of[sub]]
+    runs = with_split_seed(session.run_table(base_cfgs + sg_cfgs), base_cfgs + sg_cfgs)
+    keys = ["seed", "split_seed"]
+    base = runs.filter(~pl.col("use_scangen")).select(*keys, base_cov="scanner_cov", base_auc="auc",
                                                        base_share="scanner_share")
-    sg = runs.filter(pl.col("use_scangen")).join(base, on="seed", how="left", maintain_order="left")
+    sg = runs.filter(pl.col("use_scangen")).join(base, on=keys, how="left", maintain_order="left")
     sg = sg.with_columns(
         pl.Series("gain", cov_gain(sg["scanner_cov"].to_numpy(), sg["base_cov"].to_numpy()), dtype=pl.Float64),
         pl.Series("share_gain", cov_gain(sg["scanner_share"].to_numpy(), sg["base_share"].to_numpy()), dtype=pl.Float64),
@@ -176,21 +196,83 @@ def run_ablation(session, fm: str, seeds: Sequence[int] = (0,), *, max_subsets: 
     )
     for code in scanners:
         table = table.with_columns(pl.col("subset").list.contains(code).alias(f"has_{code}"))
+    bw = best_worst(table, count_sizes, top_k, scanners)
+    ref = count_reference(subsets, bw["sizes_counted"], top_k, n_perm=n_perm)
+    chance = {side: ref.table(bw["scanner_counts"][side] | bw["pair_counts"][side]) for side in ("best", "worst")}
+    tables, samples = [], {}
+    for k in sorted({len(sub) for sub in subsets}):
+        t, samples[k] = paired_changes(session, [p for sub in subsets if len(sub) == k for p in pairs_of[sub]],
+                                       n_boot=n_boot, return_samples=True)
+        tables.append(t.with_columns(pl.lit(k).alias("size")))
+    paired = pl.concat(tables)
     return {
         "runs": runs,
         "subsets": table,
         "by_size": gain_by_size(table),
-        "best_worst": best_worst(table, count_sizes, top_k),
+        "best_worst": bw,
+        "chance": chance,
+        "paired_by_size": paired,
+        "size_contrasts": size_contrasts(paired, samples),
         "baseline": {"scanner_cov": float(base["base_cov"].mean()), "auc": float(base["base_auc"].mean()),
                      "scanner_share": float(base["base_share"].mean())},
+        "scanners": list(scanners),
         "n_subsets": len(subsets),
         "n_subsets_possible": len(enumerate_subsets(scanners)),
     }
 
 
-def ablation_json(result: dict, fm: str, seeds: Sequence[int]) -> dict:
+def size_contrasts(paired: pl.DataFrame, samples: Mapping[int, Mapping[str, np.ndarray]],
+                   metrics: Sequence[str] = ("scanner_cov", "median_cov", "within_sd"), level: float = 0.95) -> pl.DataFrame:
+    """How the paired change varies with the number of ScanGen scanners, with bootstrap intervals.
+
+    Per metric: "slope" (least-squares slope of the change against the subset size) and "k-(k-1)" (the
+    change at size k minus that at the next smaller size). Every size's resamples come from the same
+    specimen draws (`paired_bootstrap` with one seed on one split), so each contrast is computed per
+    resample. A negative slope means more scanners lower the metric more (a growing gain)."""
+    sizes = sorted(samples)
+    rows = []
+    tail = (1.0 - level) / 2.0
+    for m in metrics:
+        point = {k: float(paired.filter((pl.col("size") == k) & (pl.col("metric") == m))["diff"][0]) for k in sizes}
+        contrasts: list[tuple[str, float, np.ndarray]] = []
+        if len(sizes) >= 2:
+            x = np.asarray(sizes, dtype=np.float64) - np.mean(sizes)
+            boot = np.stack([samples[k][m] for k in sizes], axis=1)  # (n_boot, n_sizes)
+            contrasts.append(("slope", float(x @ np.array([point[k] for k in sizes]) / (x @ x)), boot @ x / (x @ x)))
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                contrasts.append((f"{b}-{a}", point[b] - point[a], samples[b][m] - samples[a][m]))
+        for name, est, dist in contrasts:
+            ok = dist[np.isfinite(dist)]
+            lo, hi = np.quantile(ok, [tail, 1 - tail]) if ok.size else (np.nan, np.nan)
+            rows.append({"metric": m, "contrast": name, "estimate": est, "lo": float(lo), "hi": float(hi),
+                         "verdict": verdict(float(lo), float(hi))})
+    return pl.DataFrame(rows, schema={"metric": pl.String, "contrast": pl.String, "estimate": pl.Float64,
+                                      "lo": pl.Float64, "hi": pl.Float64, "verdict": pl.String})
+
+
+def chance_summary(chance: Mapping[str, pl.DataFrame]) -> dict:
+    """Per side: items whose count exceeds the chance upper quantile (95% by default), and whether the
+    largest scanner count exceeds the chance quantile of the largest count (all scanners looked at
+    together, the reference for "any scanner beyond chance")."""
+    out = {}
+    for side, t in chance.items():
+        scanners = t.filter(pl.col("kind") == "scanner")
+        out[side] = {"exceeding": t.filter(pl.col("exceeds"))["item"].to_list(),
+                     "max_scanner_count": int(scanners["observed"].max()),
+                     "max_chance_upper": float(scanners["max_upper"][0]),
+                     "any_scanner_beyond_chance": bool(scanners["observed"].max() > scanners["max_upper"][0])}
+    return out
+
+
+def ablation_json(result: dict, fm: str, seeds: Sequence[int], how: str = "given as a parameter") -> dict:
     """Headline numbers of the ablation for the paper (JSON-ready)."""
+    from scangen.experiments.table1 import paired_entries
+
     by_size = {int(r["size"]): {k: r[k] for k in r if k != "size"} for r in result["by_size"].iter_rows(named=True)}
-    return {"fm": fm, "seeds": list(seeds), "baseline": result["baseline"], "n_subsets": result["n_subsets"],
+    return {"fm": fm, "fm_chosen_by": how, "seeds": list(seeds), "scanners": result["scanners"],
+            "baseline": result["baseline"], "n_subsets": result["n_subsets"],
             "n_subsets_possible": result["n_subsets_possible"], "gain_by_size": by_size,
-            "best_worst": result["best_worst"]}
+            "paired_by_size": {int(k): v for k, v in paired_entries(result["paired_by_size"], "size").items()},
+            "size_contrasts": result["size_contrasts"].to_dicts(),
+            "best_worst": result["best_worst"], "chance": chance_summary(result["chance"]),
+            "chance_tables": {side: t.to_dicts() for side, t in result["chance"].items()}}

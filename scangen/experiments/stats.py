@@ -100,3 +100,58 @@ def add_relative_change(table: pl.DataFrame, by: Sequence[str], flag: str = "use
             )
         out.append(row)
     return pl.DataFrame(out)
+
+
+def run_predictions(session, configs: Sequence) -> list[pl.DataFrame]:
+    """Predictions of each config (trained, or read from the session's run cache), in order."""
+    configs = list(configs)
+    if hasattr(session, "records"):
+        return [r.predictions for r in session.records(configs)]
+    return [session.run(c)[0] for c in configs]
+
+
+def paired_changes(session, pairs: Sequence[tuple], *, n_boot: int = 2000, level: float = 0.95,
+                   seed: int = 0, return_samples: bool = False):
+    """Paired specimen-bootstrap changes (second config - first) pooled over `pairs` of TrainConfigs
+    (`scangen.metrics.paired.paired_bootstrap`, whose table, or (table, samples), it returns); each run's
+    predictions are read once even when it is in many pairs."""
+    from scangen.metrics.paired import paired_bootstrap, run_eval
+    from scangen.train.config import config_hash
+
+    unique = {}
+    for pair in pairs:
+        for cfg in pair:
+            unique.setdefault(config_hash(cfg), cfg)
+    evals = dict(zip(unique, (run_eval(p) for p in run_predictions(session, list(unique.values())))))
+    return paired_bootstrap([(evals[config_hash(a)], evals[config_hash(b)]) for a, b in pairs],
+                            n_boot=n_boot, level=level, seed=seed, return_samples=return_samples)
+
+
+def seed_grid(seeds: Sequence[int], split_seeds: Sequence[int] | None) -> list[dict[str, int]]:
+    """TrainConfig changes for every (training seed, split seed); `split_seeds` None keeps the session's split."""
+    if not seeds:
+        raise ValueError("seeds: expected at least one training seed")
+    if split_seeds is not None and not split_seeds:
+        raise ValueError("split_seeds: expected None or at least one split seed")
+    if split_seeds is None:
+        return [{"seed": int(s)} for s in seeds]
+    return [{"seed": int(s), "split_seed": int(p)} for p in split_seeds for s in seeds]
+
+
+METRIC_LABELS: dict[str, str] = {"scanner_cov": "scanner CoV (paper)", "median_cov": "median CoV",
+                                 "within_sd": "within-specimen SD", "scanner_share": "scanner share",
+                                 "flip_rate": "flip rate", "auc": "EGFR AUC", "mag_cov": "magnification CoV"}
+
+
+def paired_display(paired: pl.DataFrame, key: str, labels: dict[str, str] | None = None) -> pl.DataFrame:
+    """Paired changes as text for a paper table: one row per (`key`, metric) with both arms' estimates
+    (means over pairs), the change ScanGen - baseline with its interval, and the verdict."""
+    from scangen.tables import fmt, fmt_ci
+
+    rows = []
+    for r in paired.iter_rows(named=True):
+        rows.append({key: (labels or {}).get(r[key], str(r[key])), "metric": METRIC_LABELS.get(r["metric"], r["metric"]),
+                     "baseline": fmt(r["baseline"]), "ScanGen": fmt(r["scangen"]),
+                     f"change [{round(100 * r['level'])}% CI]": fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]),
+                     "verdict": r["verdict"], "pairs": str(r["n_pairs"])})
+    return pl.DataFrame(rows)

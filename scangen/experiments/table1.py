@@ -1,75 +1,120 @@
-"""Table 1 and Fig. 1: five FMs x {baseline, ScanGen} x seeds, GAP head.
+"""Table 1 and Fig. 1: five FMs x {baseline, ScanGen} x seeds (x split seeds), GAP head.
 
-Each (FM, ScanGen on/off, seed) is one cached training run evaluated on the held-out test split:
-EGFR AUC (40x WSIs, specimen-bootstrap CI), scanner CoV of logits over the six 40x scanners,
-magnification CoV over GT450 40x/20x, flip rate. Seeds are aggregated as mean and 95% t-interval
-(`stats.aggregate_seeds`); the ScanGen rows get the relative change against their FM's baseline,
-100 * (ScanGen - baseline) / baseline, as the paper prints it (e.g. "0.121 (-68.9%)").
+Each (FM, ScanGen on/off, seed, split seed) is one cached training run evaluated on the held-out test
+split: EGFR AUC (40x WSIs, specimen-bootstrap CI), scanner CoV of logits over the primary (40x)
+scanners, magnification CoV over GT450 40x/20x, flip rate, near-zero counts. Both arms follow one
+declared protocol (the session's training settings: same selection rule and schedule); ScanGen runs add
+the settings chosen on validation (`scangen`, from `tuning.read_choice`). Per arm, runs are aggregated as
+mean and 95% t-interval over runs (`stats.aggregate_seeds`), with the paper's relative change. The
+comparison itself is paired: per FM, a specimen-bootstrap interval of the change ScanGen - baseline,
+pooled over seeds (`scangen.metrics.paired`), for the paper's CoV, the median CoV, the within-specimen
+SD, the scanner share, the flip rate and the AUC, with a verdict (lower / higher / inconclusive).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from scangen.constants import REAL_MODEL_OF
-from scangen.experiments.results import read_json
 from scangen.experiments.session import ExperimentSession
-from scangen.experiments.stats import add_relative_change, aggregate_seeds
+from scangen.experiments.stats import add_relative_change, aggregate_seeds, paired_changes, seed_grid
 from scangen.train import TrainConfig
 
-
-def table1_configs(session: ExperimentSession, fms: Sequence[str], seeds: Sequence[int], head: str = "gap") -> list[TrainConfig]:
-    """Configs in FM-major order (so each FM's bags are loaded once): baseline then ScanGen, per seed."""
-    if not fms or not seeds:
-        raise ValueError(f"fms and seeds: expected non-empty lists, got fms={list(fms)}, seeds={list(seeds)}")
-    return [session.config(fm=fm, head=head, use_scangen=sg, seed=int(s))
-            for fm in fms for sg in (False, True) for s in seeds]
+PAPER_TABLE2_FM = "hoptimus0-sim"
+"""The FM of the ablation and Table 2 unless a notebook names another: H-Optimus-0, as in the paper."""
 
 
-def run_table1(session: ExperimentSession, fms: Sequence[str], seeds: Sequence[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(runs: one row per run, table: one row per (fm, use_scangen) with seed means, CIs, relative change)."""
-    runs = session.run_table(table1_configs(session, fms, seeds))
+def arm_pairs(session: ExperimentSession, fm: str, seeds: Sequence[int], *, head: str = "gap",
+              scangen: Mapping[str, Any] | None = None, split_seeds: Sequence[int] | None = None,
+              **changes: Any) -> list[tuple[TrainConfig, TrainConfig]]:
+    """(baseline, ScanGen) configs per (split seed, seed): identical but for the ScanGen switch and the
+    ScanGen settings `scangen`; `changes` apply to both arms (e.g. a scanner subset goes to ScanGen only)."""
+    sg_extra = {**dict(scangen or {}), **changes}
+    base_extra = {k: v for k, v in changes.items() if k != "scanner_subset"}
+    return [(session.config(fm=fm, head=head, use_scangen=False, **g, **base_extra),
+             session.config(fm=fm, head=head, use_scangen=True, **g, **sg_extra))
+            for g in seed_grid(seeds, split_seeds)]
+
+
+def table1_configs(session: ExperimentSession, fms: Sequence[str], seeds: Sequence[int], head: str = "gap", *,
+                   scangen: Mapping[str, Any] | None = None, split_seeds: Sequence[int] | None = None) -> list[TrainConfig]:
+    """Configs in FM-major order (so each FM's bags are loaded once): all baselines then all ScanGen runs."""
+    if not fms:
+        raise ValueError(f"fms: expected a non-empty list, got {list(fms)}")
+    out = []
+    for fm in fms:
+        pairs = arm_pairs(session, fm, seeds, head=head, scangen=scangen, split_seeds=split_seeds)
+        out += [b for b, _ in pairs] + [s for _, s in pairs]
+    return out
+
+
+def with_split_seed(runs: pl.DataFrame, configs: Sequence[TrainConfig]) -> pl.DataFrame:
+    """`runs` (one row per config, same order) with each run's `split_seed`."""
+    return runs.with_columns(pl.Series("split_seed", [c.split_seed for c in configs], dtype=pl.Int64))
+
+
+def run_table1(session: ExperimentSession, fms: Sequence[str], seeds: Sequence[int], *,
+               scangen: Mapping[str, Any] | None = None, split_seeds: Sequence[int] | None = None,
+               n_boot: int = 2000) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(runs: one row per run, table: one row per (fm, use_scangen) with means, t-intervals, relative
+    change and near-zero counts, paired: one row per (fm, metric) with the paired change and its CI)."""
+    configs = table1_configs(session, fms, seeds, scangen=scangen, split_seeds=split_seeds)
+    runs = with_split_seed(session.run_table(configs), configs)
     table = add_relative_change(aggregate_seeds(runs, ["fm", "use_scangen"]), by=["fm"])
-    return runs, table.with_columns(pl.col("fm").replace_strict(REAL_MODEL_OF, default=None).alias("real_model"))
+    table = table.join(near_zero_counts(runs, ["fm", "use_scangen"]), on=["fm", "use_scangen"], how="left",
+                       maintain_order="left")
+    paired = pl.concat([
+        paired_changes(session, arm_pairs(session, fm, seeds, scangen=scangen, split_seeds=split_seeds),
+                       n_boot=n_boot).with_columns(pl.lit(fm).alias("fm"))
+        for fm in fms])
+    real = pl.col("fm").replace_strict(REAL_MODEL_OF, default=None).alias("real_model")
+    return runs, table.with_columns(real), paired.with_columns(real)
 
 
-def strongest_fm(table: pl.DataFrame) -> str:
-    """The FM with the highest baseline AUC (the paper's choice of H-Optimus-0 for Table 2)."""
-    base = table.filter(~pl.col("use_scangen")).sort(["auc_mean", "fm"], descending=[True, False])
-    if base.height == 0:
-        raise ValueError("Table 1: no baseline rows to pick the strongest FM from")
-    return str(base["fm"][0])
+def near_zero_counts(runs: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
+    """Per group: mean number of near-zero test specimens per run (|mean logit| < NEAR_ZERO_TOL) and
+    of test specimens (`n_near_zero_mean`, `n_specimens_mean`)."""
+    return runs.group_by(list(by), maintain_order=True).agg(pl.col("n_near_zero").mean().alias("n_near_zero_mean"),
+                                                            pl.col("n_specimens").mean().alias("n_specimens_mean"))
 
 
-def resolve_fm(fm: str | None, results_dir: Path, available: Sequence[str],
-               fallback: str = "hoptimus0-sim") -> tuple[str, str]:
-    """(fm, how it was chosen): the given FM, else Table 1's strongest, else `fallback` (or the store's
-    first model when `fallback` is not in `available`). A given or recorded FM must be in `available`."""
-    if fm:
-        chosen, how = fm, "given as a parameter"
-    else:
-        try:
-            chosen, how = str(read_json(results_dir, "table1")["strongest_fm"]), "highest baseline AUC in Table 1"
-        except FileNotFoundError:
-            chosen = fallback if fallback in available or not available else next(iter(available))
-            how = "default (Table 1 results not found)"
+def fixed_fm(fm: str | None, available: Sequence[str], default: str = PAPER_TABLE2_FM) -> tuple[str, str]:
+    """(fm, how it was fixed): the notebook's parameter, else `default` (the paper's H-Optimus-0). Never
+    read from results, so no test metric can choose it. The FM must be in the store (`available`)."""
+    chosen, how = (fm, "given as a parameter") if fm else (default, "default: the FM of the paper's Table 2")
     if chosen not in available:
         raise ValueError(f"fm: {chosen!r} ({how}) is not in the store (models {list(available)})")
     return chosen, how
+
+
+def resolve_fm(fm: str | None, results_dir: Path | None, available: Sequence[str],
+               fallback: str = PAPER_TABLE2_FM) -> tuple[str, str]:
+    """Former name of `fixed_fm` (kept for notebooks of the previous layout); `results_dir` is ignored:
+    the FM is never picked from Table 1's test results."""
+    return fixed_fm(fm, available, fallback)
 
 
 REL_CHANGE_METRICS: tuple[str, ...] = ("auc", "scanner_cov", "mag_cov")
 """Metrics whose ScanGen-vs-baseline relative change the headline JSONs report."""
 
 
+def paired_entries(paired: pl.DataFrame, key: str) -> dict[Any, dict[str, dict[str, Any]]]:
+    """{value of `key`: {metric: {baseline, scangen, diff, diff_lo, diff_hi, verdict, n_pairs}}}."""
+    out: dict[Any, dict[str, dict[str, Any]]] = {}
+    for row in paired.iter_rows(named=True):
+        out.setdefault(row[key], {})[row["metric"]] = {
+            k: row[k] for k in ("baseline", "scangen", "diff", "diff_lo", "diff_hi", "level", "verdict", "n_pairs")}
+    return out
+
+
 def baseline_scangen_entries(table: pl.DataFrame, key: str,
                              describe: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per value of `key` (fm, head, ...): `describe(row)` plus the "baseline" and "scangen" seed
-    aggregates (`*_mean`, `*_lo`, `*_hi`, `n_seeds`) and the ScanGen row's "rel_change".
+    aggregates (`*_mean`, `*_lo`, `*_hi`, `n_seeds`, near-zero counts) and the ScanGen row's "rel_change".
 
     `table` has one row per (`key`, use_scangen), as `aggregate_seeds` + `add_relative_change` give;
     shared by Table 1 (key "fm") and the MIL table (key "head")."""
@@ -83,13 +128,20 @@ def baseline_scangen_entries(table: pl.DataFrame, key: str,
     return entries
 
 
-def table1_json(table: pl.DataFrame, seeds: Sequence[int], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Headline numbers for the paper: per FM, baseline and ScanGen metrics plus relative changes."""
+def verdict_counts(entries: Mapping[Any, Mapping[str, Any]]) -> dict[str, dict[str, list]]:
+    """{metric: {verdict: [keys]}} over entries holding a "paired" block."""
+    out: dict[str, dict[str, list]] = {}
+    for key, entry in entries.items():
+        for metric, p in entry.get("paired", {}).items():
+            out.setdefault(metric, {"lower": [], "higher": [], "inconclusive": []})[p["verdict"]].append(key)
+    return out
+
+
+def table1_json(table: pl.DataFrame, paired: pl.DataFrame, seeds: Sequence[int],
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Headline numbers for the paper: per FM, both arms' aggregates, relative changes and the paired
+    changes with CIs and verdicts; `verdicts` lists the FMs per metric and verdict."""
     per_fm = baseline_scangen_entries(table, "fm", lambda row: {"real_model": row["real_model"]})
-    improved = [fm for fm, e in per_fm.items()
-                if "scangen" in e and e["scangen"]["scanner_cov_mean"] < e["baseline"]["scanner_cov_mean"]]
-    share_down = [fm for fm, e in per_fm.items()
-                  if "scangen" in e and e["scangen"]["scanner_share_mean"] < e["baseline"]["scanner_share_mean"]]
-    return {"seeds": list(seeds), "fms": per_fm, "strongest_fm": strongest_fm(table),
-            "n_fms_cov_reduced": len(improved), "fms_cov_reduced": improved,
-            "n_fms_share_reduced": len(share_down), "fms_share_reduced": share_down, **(extra or {})}
+    for fm, p in paired_entries(paired, "fm").items():
+        per_fm[fm]["paired"] = p
+    return {"seeds": list(seeds), "fms": per_fm, "verdicts": verdict_counts(per_fm), **(extra or {})}

@@ -12,6 +12,7 @@ from scangen.metrics.classification import (
 )
 from scangen.metrics.cov import (
     NEAR_ZERO_TOL,
+    NEAR_ZERO_TOL_PROB,
     magnification_cov,
     magnification_pairs,
     median_scanner_cov,
@@ -24,6 +25,7 @@ from scangen.metrics.summary import evaluation_rows, summarize_predictions
 __all__ = [
     "BootstrapCI",
     "NEAR_ZERO_TOL",
+    "NEAR_ZERO_TOL_PROB",
     "bootstrap_auc",
     "evaluation_rows",
     "flip_rate",

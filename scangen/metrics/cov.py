@@ -23,9 +23,18 @@ import polars as pl
 
 from scangen.scan_labels import magnification_pairs_of
 
-NEAR_ZERO_TOL = 0.1
-"""|mean logit| below which a specimen is flagged: its probability lies within 0.475-0.525 and its
-CoV is dominated by the denominator rather than by scanner disagreement."""
+NEAR_ZERO_TOL = 0.5
+"""|mean logit| below which a specimen is flagged "near zero" (the rule for the logit scale).
+
+A specimen with |mean logit| < 0.5 has a mean predicted probability between 0.38 and 0.62: the model
+barely commits to a class for it, and any scanner spread of the size trained models show (within-
+specimen logit SD 0.3-0.8 on the quick cohort) gives it a CoV near or above 1, several times the whole
+cohort's CoV in the paper (0.12-0.45). Its CoV then measures the distance to the decision boundary
+more than scanner disagreement. The former cut, 0.1 (probability 0.475-0.525), missed specimens at
+|mean| 0.3-0.5 whose CoV already dominated the mean. Flagged specimens are counted, never dropped."""
+NEAR_ZERO_TOL_PROB = 0.05
+"""The same flag on the probability scale (`on="prob"`): a mean probability below 0.05, where the
+denominator of a probability CoV is small."""
 
 ValueKind = Literal["logit", "prob"]
 
@@ -48,17 +57,19 @@ def scanner_cov_per_specimen(
     *,
     eps: float = 1e-6,
     on: ValueKind = "logit",
-    near_zero_tol: float = NEAR_ZERO_TOL,
+    near_zero_tol: float | None = None,
 ) -> pl.DataFrame:
     """Per-specimen CoV table over the scans given (one value per scan).
 
     `values` are logits (mapped to probabilities when `on="prob"`); `specimen` gives each scan's
     specimen. Returns one row per specimen, sorted by id: `specimen_id`, `n_scans`, `mean`, `std`,
     `cov` (= std / max(|mean|, eps)) and `near_zero` (|mean| < `near_zero_tol` on the value scale
-    used). Raises ValueError when lengths differ or any specimen has fewer than two scans.
+    used; default NEAR_ZERO_TOL for logits, NEAR_ZERO_TOL_PROB for probabilities). Raises ValueError when lengths differ or any specimen has fewer than two scans.
     """
     if eps <= 0:
         raise ValueError(f"eps: expected a positive number, got {eps}")
+    if near_zero_tol is None:
+        near_zero_tol = NEAR_ZERO_TOL_PROB if on == "prob" else NEAR_ZERO_TOL
     vals = _as_values(values, on)
     spec = np.asarray(specimen).astype(str).reshape(-1)
     if vals.shape[0] != spec.shape[0]:

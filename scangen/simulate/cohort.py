@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import polars as pl
 from scangen.constants import SIMULATED_MODELS
 from scangen.simulate.config import SimConfig
 from scangen.simulate.design import make_design
-from scangen.simulate.foundation_models import FM_PARAMS_PATH, load_fm_params, load_models
+from scangen.simulate.feature_effects import FEATURE_PARAMS_PATH, apply_feature_effects, load_feature_params
+from scangen.simulate.foundation_models import FM_PARAMS_PATH, SimulatedFM, load_fm_params, load_models
 from scangen.simulate.scanners import PROFILES, apply_scanner, render_neutral, scan_settings
 from scangen.simulate.tiling import registered_centres, specimen_budgets, tile_scans
 from scangen.simulate.tissue import TISSUE_CLASSES, make_specimens, render_patches
@@ -57,9 +59,32 @@ class SimCohort:
     def embed(self, fm: str, registered: bool = False) -> np.ndarray:
         """Embeddings (N, D) float32 of the ordinary (or registered) patches by simulated model `fm`."""
         (model,) = load_models([fm])
-        if registered:
-            return model.embed(self.reg_images, self.reg_neutral_images)
-        return model.embed(self.images, self.neutral_images)
+        return embed_patches(self, model, registered)
+
+
+def embed_patches(cohort: SimCohort, model: SimulatedFM, registered: bool = False) -> np.ndarray:
+    """Embeddings (N, D) float32 of the cohort's ordinary (or registered) patches by `model`, in the
+    cohort's scenario: "image" embeds the scans; "feature" embeds the neutral renderings and adds the
+    scanner offsets of `feature_effects` (parameters from fm_params_feature.json)."""
+    images = cohort.reg_images if registered else cohort.images
+    neutral = cohort.reg_neutral_images if registered else cohort.neutral_images
+    if cohort.config.scanner_effect == "image":
+        return model.embed(images, neutral)
+    params = load_feature_params()
+    if model.name not in params:
+        raise ValueError(f"{FEATURE_PARAMS_PATH}: no feature-scenario parameters for model {model.name!r}; "
+                         "run scripts/calibrate_simulator.py --scenario feature")
+    base = model.embed(neutral, neutral)
+    if registered:
+        slide_ids = np.repeat(np.asarray(cohort.reg_slide_ids, dtype=object), np.diff(cohort.reg_offsets))
+    else:
+        slide_ids = np.repeat(cohort.slides["slide_id"].to_numpy(), np.diff(cohort.offsets))
+    scanner_of = dict(zip(cohort.slides["slide_id"].to_list(), cohort.slides["scanner"].to_list()))
+    scanners = np.array([scanner_of[s] for s in slide_ids.tolist()], dtype=object)
+    rng = np.random.default_rng([cohort.seed, zlib.crc32(model.name.encode()), int(registered)])
+    p = params[model.name]
+    return apply_feature_effects(base, model.name, scanners, slide_ids, p["feature_shift"], p["feature_noise"],
+                                 cohort.config.scan_jitter, rng)
 
 
 def generate_cohort(cfg: SimConfig, seed: int = 0, registered_tiles: bool = True) -> SimCohort:
@@ -152,10 +177,10 @@ def simulate_cohort(out_dir: str | Path, size: str = "quick", seed: int = 0, mod
     write_slides(store, cohort.slides)
     slide_ids = cohort.slides["slide_id"].to_list()
     for fm in fms:
-        feats = fm.embed(cohort.images, cohort.neutral_images).astype(np.float16)
+        feats = embed_patches(cohort, fm).astype(np.float16)
         write_embeddings(store, fm.name, slide_ids, cohort.offsets, feats, cohort.coords, cohort.tissue_class)
         if cohort.reg_slide_ids:
-            reg = fm.embed(cohort.reg_images, cohort.reg_neutral_images).astype(np.float16)
+            reg = embed_patches(cohort, fm, registered=True).astype(np.float16)
             write_registered(store, fm.name, cohort.reg_slide_ids, cohort.reg_offsets, reg, cohort.reg_tile_id,
                              cohort.reg_tissue_class)
     params = load_fm_params(FM_PARAMS_PATH)
@@ -168,6 +193,8 @@ def simulate_cohort(out_dir: str | Path, size: str = "quick", seed: int = 0, mod
             "registered_tiles": bool(registered_tiles and cohort.reg_slide_ids),
             "config": cfg.to_dict(),
             "fm_params": {fm.name: params[fm.name] for fm in fms},
+            **({"feature_params": {fm.name: load_feature_params()[fm.name] for fm in fms}}
+               if cfg.scanner_effect == "feature" else {}),
             "scanners": {k: vars(v) for k, v in PROFILES.items()},
             "tissue_classes": list(TISSUE_CLASSES),
         },

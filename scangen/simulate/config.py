@@ -15,6 +15,9 @@ from typing import Any
 
 from scangen.constants import SCANNERS_40X
 
+SCANNER_EFFECTS: tuple[str, ...] = ("image", "feature")
+"""Declared data-generating scenarios: where scanner effects enter (see SimConfig.scanner_effect)."""
+
 
 @dataclass(frozen=True)
 class Site:
@@ -69,6 +72,10 @@ class SimConfig:
     settings (focus, white balance).
     Multiscanner cohort: ms_prevalence is its EGFR prevalence; it is stained in one lab (ms_site).
     chunk_patches bounds memory while rendering (patches per chunk); it does not change results.
+    Scenario: scanner_effect "image" (default, the calibrated simulator: scanner pipelines act on the
+    image before the nonlinear FM) or "feature" (the FM embeds the neutral rendering and each scanner
+    adds a tissue-independent offset in feature space; see feature_effects.py). "image" is left out of
+    `to_dict`, so stores of the default scenario are byte-identical to those written before the option.
     """
 
     size: str = "custom"
@@ -92,8 +99,11 @@ class SimConfig:
     ms_site: str = "ms-lab"
     task_sites: tuple[Site, ...] = field(default=DEFAULT_SITES)
     chunk_patches: int = 4096
+    scanner_effect: str = "image"
 
     def __post_init__(self) -> None:
+        if self.scanner_effect not in SCANNER_EFFECTS:
+            raise ValueError(f"SimConfig.scanner_effect must be one of {SCANNER_EFFECTS}, got {self.scanner_effect!r}")
         for name in ("n_task_slides", "n_ms_specimens", "bag_min", "bag_max", "n_registered", "grid_cells"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SimConfig.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -119,8 +129,11 @@ class SimConfig:
         return dataclasses.replace(cls(size=name, **SIZES[name]), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every field (for meta.json)."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able dict of every field (for meta.json); `scanner_effect` only when not "image"."""
+        out = dataclasses.asdict(self)
+        if out["scanner_effect"] == "image":
+            del out["scanner_effect"]
+        return out
 
 
 SIZES: dict[str, dict[str, Any]] = {
