@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from scangen.experiments import harmonisation as H
+from scangen.experiments import harmonisation_views as V
 from scangen.experiments.session import ExperimentSession, train_settings
 from scangen.harmonise import api
 from scangen.splits import specimen_splits
@@ -75,7 +76,7 @@ def test_table3_fits_on_training_slides_only_and_pairs_every_method(session, fit
     doc = H.table3_json(paired, summary, None, seeds=[0])
     assert doc["fms"][FM]["combat"]["needs"].startswith("the slide's scanner label")
     assert doc["fms"][FM]["dann"]["needs"] == "the slide only"
-    shown = H.table3_display(paired)
+    shown = V.table3_display(paired)
     assert shown.height == len(methods) - 1 and "needs at test time" in shown.columns
 
 

@@ -20,7 +20,7 @@ import pytest
 from scangen import paths
 from scangen.pipeline.sources import notebook_text, strip_notebook, stripped
 
-NOTEBOOKS = ["01_data", "02_scanner_bias", "03_tuning", "04_table1", "05_ablation", "06_mil_heads"]
+NOTEBOOKS = ["01_data", "02_scanner_bias", "03_tuning", "04_table1", "05_ablation", "06_mil_heads", "07_harmonisation"]
 REQUIRED_IN_SMOKE = NOTEBOOKS
 LABELS = {
     "01_data": {"tbl-cohort", "tbl-scans"},
@@ -29,6 +29,8 @@ LABELS = {
     "04_table1": {"tbl-table1", "fig-cov-auc"},
     "05_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-counts"},
     "06_mil_heads": {"tbl-mil", "fig-mil"},
+    "07_harmonisation": {"tbl-harmonisation-design", "tbl-table3", "tbl-harmonisation-auc-scanner",
+                         "tbl-harmonisation-embedding", "fig-harmonisation"},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -35,7 +35,7 @@ from scangen.constants import REAL_MODEL_OF
 from scangen.experiments.stats import aggregate_seeds, seed_grid
 from scangen.harmonise import fit_harmoniser, needs_at_test_time
 from scangen.metrics import robustness as rb
-from scangen.metrics.paired import PAIRED_METRICS, RunEval, paired_bootstrap, run_eval
+from scangen.metrics.paired import RunEval, paired_bootstrap, run_eval
 from scangen.metrics.summary import evaluation_rows
 from scangen.splits import specimen_splits
 from scangen.store import Bags, load_registered
@@ -217,45 +217,6 @@ def table3_json(paired: pl.DataFrame, summary: pl.DataFrame, embedding: pl.DataF
         fms[r["fm"]][r["method"]]["embedding"] = {k: r[k] for k in r if k not in ("fm", "method", "simulated")}
     return {"seeds": list(seeds), "methods": list(dict.fromkeys(summary["method"].to_list())), "fms": fms,
             "verdicts": verdicts, **dict(extra or {})}
-
-
-LABELS: dict[str, str] = {"scanner_cov": "scanner CoV", "mag_cov": "magnification CoV", "median_cov": "median CoV",
-                          "within_sd": "within-specimen SD", "flip_rate": "flip rate", "auc": "AUC"}
-
-
-def table3_display(paired: pl.DataFrame, metrics: Sequence[str] = TABLE3_METRICS) -> pl.DataFrame:
-    """Table 3 as text: per (FM, method) the change against the uncorrected baseline [95% CI] of each
-    metric (an interval spanning zero is marked "inconclusive"), and what the method needs at test time."""
-    from scangen.tables import fmt_ci
-
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    for r in paired.filter(pl.col("metric").is_in(list(metrics))).iter_rows(named=True):
-        row = rows.setdefault((r["fm"], r["method"]), {"FM": r["fm"], "method": r["method"]})
-        text = fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"])
-        row[LABELS.get(r["metric"], r["metric"])] = text + (" (inconclusive)" if r["verdict"] == "inconclusive" else "")
-    for (fm, method), row in rows.items():
-        row["needs at test time"] = needs_at_test_time(method)
-    return pl.DataFrame(list(rows.values()))
-
-
-def scanner_auc_display(paired: pl.DataFrame) -> pl.DataFrame:
-    """Change of the AUC per primary scanner against the baseline [95% CI], one column per scanner."""
-    from scangen.tables import fmt_ci
-
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    for r in paired.filter(pl.col("metric").str.starts_with("auc_")).iter_rows(named=True):
-        row = rows.setdefault((r["fm"], r["method"]), {"FM": r["fm"], "method": r["method"]})
-        row[r["metric"][4:]] = fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]) + ("" if r["verdict"] != "inconclusive" else " ~")
-    return pl.DataFrame(list(rows.values()))
-
-
-def embedding_display(embedding: pl.DataFrame) -> pl.DataFrame:
-    """Embedding-level numbers per (FM, feature map) with the change against the uncorrected FM."""
-    from scangen.tables import fmt
-
-    return pl.DataFrame([{"FM": r["fm"], "method": r["method"],
-                          **{k: f"{fmt(r[k])} ({'+' if (r[k + '_diff'] or 0) >= 0 else ''}{fmt(r[k + '_diff'])})"
-                             for k in EMBEDDING_METRICS}} for r in embedding.iter_rows(named=True)])
 
 
 def fit_splits() -> tuple[str, ...]:
