@@ -218,3 +218,21 @@ def test_sensitivity_results(smoke_run):
     assert "default" in table["parameter"].to_list()
     assert table.select(pl.col("val_auc", "auc").is_between(0, 1).all()).row(0) == (True, True)
     assert doc["val_choice"]["parameter"] in set(table["parameter"].to_list())
+
+
+def test_harmonisation_results(smoke_run):
+    """Table 3: every method of the set paired with the baseline (verdicts read their intervals), the
+    baseline and ScanGen runs are Table 1's, and the feature maps were fitted on training splits only."""
+    doc = _json(smoke_run, "harmonisation")
+    assert doc["methods"][0] == "none" and doc["fit_splits"] == ["task_train", "scangen_train"]
+    for fm, entry in doc["fms"].items():
+        for method in doc["methods"][1:]:
+            for metric, p in entry[method]["paired"].items():
+                lo, hi = p["diff_lo"], p["diff_hi"]
+                spans = lo is None or hi is None or lo <= 0.0 <= hi
+                assert (p["verdict"] == "inconclusive") == spans, (fm, method, metric)
+    runs = pl.read_parquet(smoke_run["results"] / "harmonisation_runs.parquet")
+    table1 = pl.read_parquet(smoke_run["results"] / "table1_runs.parquet")
+    shared = runs.filter(pl.col("method").is_in(["none", "scangen"]))
+    if _same_code(runs, table1):
+        assert set(shared["config_hash"]) <= set(table1["config_hash"])
