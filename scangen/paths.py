@@ -33,3 +33,13 @@ def results_dir(param_set: str) -> Path:
 def simulated_store(size: str, seed: int) -> Path:
     """Folder of the simulated store generated at `size` with `seed`."""
     return SIMULATED_DATA / f"{size}-seed{seed}"
+
+
+def relative(path: Path | str) -> Path:
+    """`path` relative to the project root when it lies inside it (else unchanged): what notebooks
+    print and write into result files, so that neither names this machine's folders."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(ROOT.resolve())
+    except ValueError:
+        return path

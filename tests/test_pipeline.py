@@ -84,11 +84,11 @@ def test_param_set_resolution(toy: Layout) -> None:
     pset = load_param_set("toy", toy)
     assert pset.names() == ["01_producer", "02_consumer"]
     first = pset.parameters_for("01_producer", toy)
-    assert first == {"param_set": "toy", "results_dir": str(toy.results_dir("toy")), "value": 3}
-    # shared `value` is not declared by the consumer, so it is not injected there
-    # relative path parameters are resolved against the root
-    assert pset.parameters_for("02_consumer", toy) == {"data_dir": str(toy.root / "data" / "toy"), "offset": 10,
-                                                       "results_dir": str(toy.results_dir("toy"))}
+    assert first == {"param_set": "toy", "results_dir": "results/toy", "value": 3}
+    # shared `value` is not declared by the consumer, so it is not injected there;
+    # path parameters are injected relative to the root (the kernels' working directory)
+    assert pset.parameters_for("02_consumer", toy) == {"data_dir": "data/toy", "offset": 10,
+                                                       "results_dir": "results/toy"}
     assert pset.select(["02"]) == ["02_consumer"]
     with pytest.raises(ParamSetError, match="--only '07'"):
         pset.select(["07"])
@@ -171,6 +171,36 @@ def test_cache_hits_and_misses(toy: Layout, monkeypatch: pytest.MonkeyPatch) -> 
     assert all(s.reasons == ["scangen source"] for s in plan("toy", toy)[1])
     assert run("toy", toy, force=True, log=logs.append).actions == {"01_producer": "executed",
                                                                     "02_consumer": "executed"}
+
+
+def test_path_parameters_are_root_relative() -> None:
+    from scangen.pipeline.params import root_relative
+
+    root = Path("/srv/checkout")
+    assert root_relative("store_dir", "/srv/checkout/data/x/../y", root) == "data/y"
+    assert root_relative("store_dir", "./data/y/", root) == "data/y"
+    assert root_relative("import_from", "/elsewhere/features", root) == "/elsewhere/features"
+    assert root_relative("size", "/srv/checkout/x", root) == "/srv/checkout/x"  # not a path parameter
+    assert root_relative("store_dir", None, root) is None
+
+
+def test_moved_checkout_reuses_its_cache_and_records_no_machine_path(
+        toy: Layout, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Executed copies, result files and the manifest name no folder of this machine, so a copy of
+    the whole root elsewhere finds every notebook up to date."""
+    import shutil
+
+    (toy.root / "data" / "toy").mkdir(parents=True)
+    (toy.root / "data" / "toy" / "table.csv").write_text("a,b\n")
+    run("toy", toy, log=lambda _: None)
+    root_text = str(toy.root)
+    for path in [*toy.build.rglob("*.ipynb"), *toy.build.rglob("*.json"), *toy.results.rglob("*.json")]:
+        assert root_text not in path.read_text(), f"{path} names the machine path {root_text}"
+    moved = tmp_path_factory.mktemp("elsewhere") / "checkout"
+    shutil.copytree(toy.root, moved)
+    moved_layout = Layout.under(moved)
+    assert all(state.fresh for state in plan("toy", moved_layout)[1]), [s.reasons for s in plan("toy", moved_layout)[1]]
+    assert run("toy", moved_layout, log=lambda _: None).actions == {"01_producer": "cached", "02_consumer": "cached"}
 
 
 def test_failure_keeps_previous_copy_and_manifest(toy: Layout) -> None:

@@ -38,6 +38,11 @@ PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
 """Table 2 of Carloni et al. (2025), H-Optimus-0 features: (EGFR AUC, scanner CoV) per MIL head."""
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 setting', '3 settings' (`many` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def pct(value: Any, digits: int = 1) -> str:
     """A signed percentage, e.g. `-68.9%`."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -70,6 +75,12 @@ class ArticleData:
             raise FileNotFoundError(f"{path}: result file not found; the notebook that writes "
                                     f"{name}.json did not run for set {self.param_set!r}")
         return json.loads(path.read_text(encoding="utf-8"))
+
+    def set_description(self, layout: Layout | None = None) -> str:
+        """The published set's one-line `description` from its parameter file."""
+        from scangen.pipeline.params import load_param_set
+
+        return load_param_set(self.param_set, layout or Layout.default()).description
 
     def simulated(self) -> bool:
         """Whether every result JSON of the set says `simulated` (the article's data label)."""
@@ -107,7 +118,8 @@ def table1_comparison_rows(table1: dict[str, Any]) -> list[list[str]]:
     """Rows `[FM, ScanGen, paper AUC, ours AUC, paper CoV, ours CoV, paper mag CoV, ours mag CoV]`.
 
     `table1` is `results/<set>/table1.json`; simulated FMs are matched to the paper's rows by
-    `scangen.constants.REAL_MODEL_OF`. Our relative changes follow the values in brackets.
+    `scangen.constants.REAL_MODEL_OF`. Values only (no relative changes: those are in the table of
+    our own runs), so that eight number columns fit the page.
     """
     rows: list[list[str]] = []
     for fm, entry in table1["fms"].items():
@@ -118,13 +130,9 @@ def table1_comparison_rows(table1: dict[str, Any]) -> list[list[str]]:
             if ours is None:
                 continue
             theirs = paper[side] if paper else (None, None, None)
-            rel = entry.get("rel_change", {}) if side == "scangen" else {}
             cells = [f"{fm} ({real})" if side == "baseline" else "", "yes" if side == "scangen" else "no"]
             for i, metric in enumerate(("auc", "scanner_cov", "mag_cov")):
-                ours_text = fmt(ours.get(f"{metric}_mean"))
-                if rel.get(metric) is not None:
-                    ours_text += f" ({pct(rel[metric])})"
-                cells += [fmt(theirs[i]), ours_text]
+                cells += [fmt(theirs[i]), fmt(ours.get(f"{metric}_mean"))]
             rows.append(cells)
     return rows
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import scangen
 from scangen.atomic import atomic_write_text
-from scangen.pipeline.params import is_path_parameter
+from scangen.pipeline.params import is_path_parameter, resolve_parameter_path
 
 PIPELINE_DIR = Path(__file__).resolve().parent
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -86,13 +86,14 @@ NOT_INPUTS = ("results_dir", "cache_dir")
 memoise training that the cache key already determines)."""
 
 
-def data_digest(parameters: dict[str, Any]) -> dict[str, str]:
-    """Content hash of every file or folder a path parameter names (see `params.is_path_parameter`)."""
+def data_digest(parameters: dict[str, Any], root: Path) -> dict[str, str]:
+    """Content hash of every file or folder a path parameter names (see `params.is_path_parameter`);
+    relative values are read below `root`. Keys are the parameter names, never the paths."""
     out: dict[str, str] = {}
     for key, value in sorted(parameters.items()):
         if key in NOT_INPUTS or not is_path_parameter(key) or not isinstance(value, str) or not value:
             continue
-        target = Path(value)
+        target = resolve_parameter_path(value, root)
         if target.is_dir():
             out[key] = json_sha256(tree_digests(target))
         elif target.is_file():

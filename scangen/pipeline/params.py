@@ -14,13 +14,17 @@ Every notebook starts with a cell tagged `parameters` holding literal assignment
 the notebook's parameters. A shared parameter no notebook declares, or an override the notebook does
 not declare, is an error naming the file and the key (a typo never silently does nothing).
 The runner supplies `param_set` and `results_dir` itself. Parameters named `*_dir`, `*_from`,
-`*_path` or `manifest` are paths; relative string values are resolved against the layout root.
+`*_path` or `manifest` are paths. They are injected relative to the layout root (the kernels'
+working directory): a path inside the root is written relative to it, so executed notebooks,
+result files and cache keys carry no machine paths and a moved checkout reuses its cache; only a
+path outside the root (e.g. your own data elsewhere) stays absolute.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +72,7 @@ class ParamSet:
         values.update(spec.overrides)
         runner = {"param_set": self.name, "results_dir": str(layout.results_dir(self.name))}
         values.update({k: v for k, v in runner.items() if k in spec.declared})
-        return {k: _resolve_dir(k, v, layout.root) for k, v in sorted(values.items())}
+        return {k: root_relative(k, v, layout.root) for k, v in sorted(values.items())}
 
     def notebook(self, name: str) -> NotebookSpec:
         for spec in self.notebooks:
@@ -95,10 +99,23 @@ def is_path_parameter(key: str) -> bool:
     return key.endswith(("_dir", "_from", "_path")) or key == "manifest"
 
 
-def _resolve_dir(key: str, value: Any, root: Path) -> Any:
-    if is_path_parameter(key) and isinstance(value, str) and value and not Path(value).is_absolute():
-        return str((root / value).resolve())
-    return value
+def root_relative(key: str, value: Any, root: Path) -> Any:
+    """A path parameter's value as a POSIX path relative to `root` when it lies inside it (else
+    absolute); any other parameter unchanged."""
+    if not (is_path_parameter(key) and isinstance(value, str) and value):
+        return value
+    root = Path(root).resolve()
+    target = Path(value) if Path(value).is_absolute() else root / value
+    target = Path(os.path.normpath(target))
+    try:
+        return target.relative_to(root).as_posix()
+    except ValueError:
+        return str(target)
+
+
+def resolve_parameter_path(value: str, root: Path) -> Path:
+    """The file or folder a (possibly root-relative) path parameter names."""
+    return Path(value) if Path(value).is_absolute() else Path(root) / value
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:

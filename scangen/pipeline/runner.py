@@ -76,7 +76,7 @@ def notebook_state(pset: ParamSet, name: str, layout: Layout, manifest: cache.Ma
         parameters=cache.json_sha256(parameters),
         package=package,
         upstream=cache.json_sha256(manifest.outputs_of(_upstream(pset, name))),
-        data=cache.data_digest(parameters),
+        data=cache.data_digest(parameters, layout.root),
     )
     executed = layout.runs(pset.name) / f"{name}.ipynb"
     reasons = cache.staleness(manifest.entries.get(name), key, executed, results_dir)
@@ -137,7 +137,22 @@ def execute_notebook(source: Path, parameters: dict[str, Any], layout: Layout, p
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise NotebookFailed(name, _describe_failure(exc), failed) from exc
+    _record_relative_paths(tmp, f"notebooks/{Path(source).name}",
+                           (layout.runs(param_set) / f"{name}.ipynb").relative_to(layout.root).as_posix())
     return tmp
+
+
+def _record_relative_paths(executed: Path, input_path: str, output_path: str) -> None:
+    """Replace papermill's absolute `input_path`/`output_path` (this machine's folders) in the
+    executed copy's metadata with root-relative ones, so the copy is the same on every checkout."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    record = nb.metadata.get("papermill")
+    if record is None:
+        return
+    record["input_path"], record["output_path"] = input_path, output_path
+    nbformat.write(nb, executed)
 
 
 def run(param_set: str | Path, layout: Layout | None = None, *, only: list[str] | None = None,
@@ -172,7 +187,7 @@ def run(param_set: str | Path, layout: Layout | None = None, *, only: list[str] 
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
         (layout.failed(pset.name) / f"{name}.ipynb").unlink(missing_ok=True)
-        state.key.data = cache.data_digest(state.parameters)
+        state.key.data = cache.data_digest(state.parameters, layout.root)
         seconds = time.perf_counter() - started
         manifest.entries[name] = {
             "key": state.key.to_json(),
@@ -213,7 +228,8 @@ def publish(pset: ParamSet, layout: Layout, manifest: cache.Manifest) -> list[Pa
     stale = [p for p in layout.executed.glob("*.ipynb") if p not in published]
     for path in stale:
         path.unlink()
-    record = {"param_set": pset.name, "results_dir": str(layout.results_dir(pset.name)),
+    record = {"param_set": pset.name,
+              "results_dir": layout.results_dir(pset.name).relative_to(layout.root).as_posix(),
               "notebooks": {p.stem: cache.file_sha256(p) for p in published}}
     cache.atomic_write_text(layout.executed / ACTIVE_SET_FILE, json.dumps(record, indent=2) + "\n")
     return published
