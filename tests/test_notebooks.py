@@ -29,7 +29,7 @@ LABELS = {
     "04_table1": {"tbl-table1", "tbl-table1-agreement", "fig-cov-auc"},
     "05_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-counts"},
     "06_mil_heads": {"tbl-mil", "fig-mil"},
-    "07_harmonisation": {"tbl-harmonisation-design", "tbl-table3", "tbl-harmonisation-auc-scanner",
+    "07_harmonisation": {"tbl-harmonisation-design", "tbl-table3", "tbl-table3-task", "tbl-harmonisation-auc-scanner",
                          "tbl-harmonisation-embedding", "fig-harmonisation"},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,8 +11,23 @@ from scangen.experiments.harmonisation import EMBEDDING_METRICS, TABLE3_METRICS
 from scangen.harmonise import inference_needs
 
 
-LABELS: dict[str, str] = {"scanner_cov": "scanner CoV", "mag_cov": "magnification CoV", "median_cov": "median CoV",
-                          "within_sd": "within-specimen SD", "flip_rate": "flip rate", "auc": "AUC"}
+LABELS: dict[str, str] = {"scanner_cov": "scanner CoV", "mag_cov": "mag. CoV", "median_cov": "median CoV",
+                          "within_sd": "within SD", "flip_rate": "flip rate", "auc": "AUC"}
+"""Column headers (the captions spell out magnification CoV and within-specimen SD)."""
+
+
+def method_label(method: str) -> str:
+    """A method's name for a table cell, breakable at '+'."""
+    return method.replace("+", " + ")
+
+
+INCONCLUSIVE = " ~"
+"""Marks a change whose interval spans zero (inconclusive) in a table cell; captions say so."""
+AGREEMENT_METRICS: tuple[str, ...] = ("scanner_cov", "mag_cov", "median_cov", "within_sd")
+TASK_METRICS: tuple[str, ...] = ("flip_rate", "auc")
+EMBEDDING_HEADERS: dict[str, str] = {"robustness_index": "robustness index", "wsi_top1": "WSI top-1",
+                                     "tile_top1": "tile top-1", "tile_top10": "tile top-10",
+                                     "scanner_predictability": "scanner probe"}
 
 
 def short_needs(method: str) -> str:
@@ -20,18 +35,19 @@ def short_needs(method: str) -> str:
     return "scanner label" if inference_needs(method).scanner_label else "nothing"
 
 
-def table3_display(paired: pl.DataFrame, metrics: Sequence[str] = TABLE3_METRICS) -> pl.DataFrame:
+def table3_display(paired: pl.DataFrame, metrics: Sequence[str] = TABLE3_METRICS, needs: bool = True) -> pl.DataFrame:
     """Table 3 as text: per (FM, method) the change against the uncorrected baseline [95% CI] of each
     metric (an interval spanning zero is marked "inconclusive"), and what the method needs at test time."""
     from scangen.tables import fmt_ci
 
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for r in paired.filter(pl.col("metric").is_in(list(metrics))).iter_rows(named=True):
-        row = rows.setdefault((r["fm"], r["method"]), {"FM": r["fm"], "method": r["method"]})
+        row = rows.setdefault((r["fm"], r["method"]), {"FM": r["fm"], "method": method_label(r["method"])})
         text = fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"])
-        row[LABELS.get(r["metric"], r["metric"])] = text + (" (inconclusive)" if r["verdict"] == "inconclusive" else "")
+        row[LABELS.get(r["metric"], r["metric"])] = text + (INCONCLUSIVE if r["verdict"] == "inconclusive" else "")
     for (fm, method), row in rows.items():
-        row["needs at test time"] = short_needs(method)
+        if needs:
+            row["needs at test time"] = short_needs(method)
     return pl.DataFrame(list(rows.values()))
 
 
@@ -41,8 +57,8 @@ def scanner_auc_display(paired: pl.DataFrame) -> pl.DataFrame:
 
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for r in paired.filter(pl.col("metric").str.starts_with("auc_")).iter_rows(named=True):
-        row = rows.setdefault((r["fm"], r["method"]), {"FM": r["fm"], "method": r["method"]})
-        row[r["metric"][4:]] = fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]) + ("" if r["verdict"] != "inconclusive" else " ~")
+        row = rows.setdefault((r["fm"], r["method"]), {"FM": r["fm"], "method": method_label(r["method"])})
+        row[r["metric"][4:]] = fmt_ci(r["diff"], r["diff_lo"], r["diff_hi"]) + (INCONCLUSIVE if r["verdict"] == "inconclusive" else "")
     return pl.DataFrame(list(rows.values()))
 
 
@@ -50,8 +66,8 @@ def embedding_display(embedding: pl.DataFrame) -> pl.DataFrame:
     """Embedding-level numbers per (FM, feature map) with the change against the uncorrected FM."""
     from scangen.tables import fmt
 
-    return pl.DataFrame([{"FM": r["fm"], "method": r["method"],
-                          **{k: f"{fmt(r[k])} ({'+' if (r[k + '_diff'] or 0) >= 0 else ''}{fmt(r[k + '_diff'])})"
+    return pl.DataFrame([{"FM": r["fm"], "method": method_label(r["method"]),
+                          **{EMBEDDING_HEADERS[k]: f"{fmt(r[k])} ({'+' if (r[k + '_diff'] or 0) >= 0 else ''}{fmt(r[k + '_diff'])})"
                              for k in EMBEDDING_METRICS}} for r in embedding.iter_rows(named=True)])
 
 
