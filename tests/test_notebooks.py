@@ -20,7 +20,7 @@ import pytest
 from scangen import paths
 from scangen.pipeline.sources import notebook_text, strip_notebook, stripped
 
-NOTEBOOKS = ["01_data", "02_scanner_bias", "03_tuning", "04_table1", "05_ablation", "06_mil_heads"]
+NOTEBOOKS = ["01_data", "02_scanner_bias", "03_tuning", "04_table1", "05_ablation", "06_mil_heads", "07_harmonisation"]
 REQUIRED_IN_SMOKE = NOTEBOOKS
 LABELS = {
     "01_data": {"tbl-cohort", "tbl-scans"},
@@ -30,6 +30,8 @@ LABELS = {
                   "tbl-table1-paired-scenarios", "fig-cov-auc", "fig-history"},
     "05_ablation": {"fig-ablation", "tbl-ablation", "tbl-ablation-paired", "tbl-ablation-counts"},
     "06_mil_heads": {"tbl-mil", "tbl-mil-paired", "fig-mil", "tbl-claims"},
+    "07_harmonisation": {"tbl-harmonisation-design", "tbl-table3", "tbl-table3-task", "tbl-harmonisation-auc-scanner",
+                         "tbl-harmonisation-embedding", "fig-harmonisation"},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -219,3 +221,21 @@ def test_tuning_results(smoke_run):
     assert not [c for c in log.columns if c.startswith("test")]  # the tuning log holds validation metrics only
     assert log.group_by("stage").agg(pl.col("chosen").sum())["chosen"].to_list() == [1] * log["stage"].n_unique()
     assert set(doc["overrides"]) >= {"scangen_level", "margin", "lam"} and doc["rule"]
+
+
+def test_harmonisation_results(smoke_run):
+    """Table 3: every method of the set paired with the baseline (verdicts read their intervals), the
+    baseline and ScanGen runs are Table 1's, and the feature maps were fitted on training splits only."""
+    doc = _json(smoke_run, "harmonisation")
+    assert doc["methods"][0] == "none" and doc["fit_splits"] == ["task_train", "scangen_train"]
+    for fm, entry in doc["fms"].items():
+        for method in doc["methods"][1:]:
+            for metric, p in entry[method]["paired"].items():
+                lo, hi = p["diff_lo"], p["diff_hi"]
+                spans = lo is None or hi is None or lo <= 0.0 <= hi
+                assert (p["verdict"] == "inconclusive") == spans, (fm, method, metric)
+    runs = pl.read_parquet(smoke_run["results"] / "harmonisation_runs.parquet")
+    table1 = pl.read_parquet(smoke_run["results"] / "table1_runs.parquet")
+    shared = runs.filter(pl.col("method").is_in(["none", "scangen"]))
+    if _same_code(runs, table1):
+        assert set(shared["config_hash"]) <= set(table1["config_hash"])
