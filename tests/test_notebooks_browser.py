@@ -99,6 +99,7 @@ def lab(smoke_run: dict, tmp_path_factory: pytest.TempPathFactory):
     dirs = _lab_config_dirs(base / "jupyter")
     port = _free_port()
     env = {**os.environ, "SCANGEN_ROOT": str(root), "PYTHONHASHSEED": "0",
+           "PYTHONFAULTHANDLER": "1",  # a kernel that crashes leaves its Python stack in the server log
            "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"])}
     log_path = base / "jupyterlab.log"
     with open(log_path, "w") as log_file:  # a file, not a pipe nobody reads: a full pipe would block the server
@@ -263,7 +264,10 @@ def test_smoke_notebooks_run_in_jupyterlab_and_keep_the_cache(lab: dict, browser
 
     report, dialogs = {}, []
     for name in lab["pset"].names():
-        out = _run_notebook(browser, lab["url"], name, dialogs)
+        try:
+            out = _run_notebook(browser, lab["url"], name, dialogs)
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\nJupyterLab server log (end):\n{lab['log'].read_text()[-3000:]}")
         report[name] = out
         assert not out["errors"], f"{name}: error output {out['errors']}"
         assert out["not_run"] == 0, f"{name}: {out['not_run']} code cells did not run ({out['run']})"
