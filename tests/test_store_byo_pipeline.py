@@ -32,7 +32,7 @@ def params_file(folder: Path, features: Path, manifest: Path, store: Path) -> Pa
                         "import_options": {"task": "msi"}},
             "02_scanner_bias": {"max_patches_per_slide": 8, "max_tile_queries": 64, "umap_n_epochs": 50},
             "03_tuning": {}, "04_table1": {}, "05_ablation": {"max_subsets": 3, "count_sizes": [2]},
-            "06_mil_heads": {"heads": ["gap", "abmil"]},
+            "06_mil_heads": {"heads": ["gap", "abmil"]}, "07_harmonisation": {"fms": ["my-fm"]},
         },
     }
     smoke = yaml.safe_load((Layout.default().params / "smoke.yml").read_text(encoding="utf-8"))["notebooks"]
