@@ -15,7 +15,7 @@ import polars as pl
 
 from scangen.experiments.session import ExperimentSession
 from scangen.experiments.stats import add_relative_change, aggregate_seeds, paired_changes
-from scangen.experiments.table1 import arm_pairs, baseline_scangen_entries, near_zero_counts, paired_entries, \
+from scangen.experiments.table1 import arm_pairs, baselines_then_scangen, baseline_scangen_entries, near_zero_counts, paired_entries, \
     verdict_counts, with_split_seed
 from scangen.train import TrainConfig
 
@@ -31,8 +31,7 @@ def mil_configs(session: ExperimentSession, fm: str, heads: Sequence[str], seeds
         raise ValueError(f"heads: expected a non-empty list, got {list(heads)}")
     out = []
     for h in heads:
-        pairs = arm_pairs(session, fm, seeds, head=h, scangen=scangen, split_seeds=split_seeds)
-        out += [b for b, _ in pairs] + [s for _, s in pairs]
+        out += baselines_then_scangen(arm_pairs(session, fm, seeds, head=h, scangen=scangen, split_seeds=split_seeds))
     return out
 
 

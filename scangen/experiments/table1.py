@@ -40,6 +40,11 @@ def arm_pairs(session: ExperimentSession, fm: str, seeds: Sequence[int], *, head
             for g in seed_grid(seeds, split_seeds)]
 
 
+def baselines_then_scangen(pairs: Sequence[tuple[TrainConfig, TrainConfig]]) -> list[TrainConfig]:
+    """The (baseline, ScanGen) pairs of one FM or head as all baselines, then all ScanGen runs."""
+    return [b for b, _ in pairs] + [s for _, s in pairs]
+
+
 def table1_configs(session: ExperimentSession, fms: Sequence[str], seeds: Sequence[int], head: str = "gap", *,
                    scangen: Mapping[str, Any] | None = None, split_seeds: Sequence[int] | None = None) -> list[TrainConfig]:
     """Configs in FM-major order (so each FM's bags are loaded once): all baselines then all ScanGen runs."""
@@ -47,8 +52,7 @@ def table1_configs(session: ExperimentSession, fms: Sequence[str], seeds: Sequen
         raise ValueError(f"fms: expected a non-empty list, got {list(fms)}")
     out = []
     for fm in fms:
-        pairs = arm_pairs(session, fm, seeds, head=head, scangen=scangen, split_seeds=split_seeds)
-        out += [b for b, _ in pairs] + [s for _, s in pairs]
+        out += baselines_then_scangen(arm_pairs(session, fm, seeds, head=head, scangen=scangen, split_seeds=split_seeds))
     return out
 
 
