@@ -208,14 +208,18 @@ def refine(data: Prepared, model: str, start: tuple[dict, dict], settings: dict 
     return scored
 
 
-def write_params(chosen: dict[str, dict[str, float]], path: Path = FM_PARAMS_PATH) -> None:
-    """Rewrite fm_params.json keeping its layout (doc string first, one line per model)."""
-    doc = json.loads(Path(path).read_text()).get("_doc")
+def _write_model_json(path: Path, doc: str | None, rows: dict[str, dict[str, float]]) -> None:
+    """A params JSON with the doc string first and one line per simulated model (diff-friendly)."""
     lines = ["{"] + ([f'  "_doc": {json.dumps(doc)},'] if doc is not None else [])
     for i, model in enumerate(SIMULATED_MODELS):
-        body = ", ".join(f'"{k}": {round(float(v), 6)}' for k, v in chosen[model].items())
+        body = ", ".join(f'"{k}": {round(float(v), 6)}' for k, v in rows[model].items())
         lines.append(f'  "{model}": {{{body}}}' + ("," if i < len(SIMULATED_MODELS) - 1 else ""))
     atomic_write_text(Path(path), "\n".join(lines + ["}"]) + "\n")
+
+
+def write_params(chosen: dict[str, dict[str, float]], path: Path = FM_PARAMS_PATH) -> None:
+    """Rewrite fm_params.json keeping its layout (doc string first, one line per model)."""
+    _write_model_json(path, json.loads(Path(path).read_text()).get("_doc"), chosen)
 
 
 def achieved_table(achieved: dict[str, dict[str, float]], protocol: Protocol) -> pl.DataFrame:
@@ -262,18 +266,27 @@ def run_search(out_dir: Path = CALIBRATION_DIR, params_path: Path = FM_PARAMS_PA
     params = {m: chosen[m][0] for m in SIMULATED_MODELS}
     achieved = {m: chosen[m][1] for m in ANCHORS}
     write_params(params, params_path)
-    check = compute_check(params)
+    return write_calibration(out_dir, params, achieved, compute_check(params), constrained, t0, {
+        "anchors": ANCHORS, "grid": {k: list(v) for k, v in GRID.items()}, "refine": REFINE,
+        "grid_scores": {m: [{**{k: g[0][k] for k in GRID}, **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid}})
+
+
+def write_calibration(out_dir: Path, params: dict, achieved: dict, check: dict, constrained: bool, t0: float,
+                      search: dict) -> dict:
+    """Write the achieved-vs-published table (Parquet) and the summary JSON of one search; return it.
+
+    `search` holds what differs between scenarios (scenario name, grid, refine settings, grid scores);
+    the gaps, the order check, the protocols and the timing are common to both."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pl.concat([achieved_table(achieved, CALIBRATION), achieved_table(check, CHECK)])
     atomic_write_with(out_dir / f"{TABLE_STEM}.parquet", table.write_parquet)
     gaps = table.filter(pl.col("protocol") == CALIBRATION.name)["gap"].drop_nulls().abs()
+    grid_scores = search.pop("grid_scores")
     summary = {
-        "anchors": ANCHORS, "grid": {k: list(v) for k, v in GRID.items()}, "refine": REFINE,
-        "protocols": {p.name: asdict(p) for p in (CALIBRATION, CHECK)},
+        **search, "protocols": {p.name: asdict(p) for p in (CALIBRATION, CHECK)},
         "order_constrained_choice_found": constrained, "order_holds": order_holds(achieved),
         "max_abs_gap": float(gaps.max()), "mean_abs_gap": float(gaps.mean()),
-        "params": params, "achieved": achieved, "check": check,
-        "grid_scores": {m: [{**{k: g[0][k] for k in GRID}, **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid},
+        "params": params, "achieved": achieved, "check": check, "grid_scores": grid_scores,
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_text(out_dir / f"{TABLE_STEM}.json", json.dumps(summary, indent=2) + "\n")
@@ -310,11 +323,7 @@ def write_feature_params(chosen: dict[str, dict[str, float]], path: Path = FEATU
     doc = ("Feature-space scanner offsets of the 'feature' scenario (scangen/simulate/feature_effects.py), "
            "written by scripts/calibrate_simulator.py --scenario feature: e = f(neutral) + feature_shift * "
            "(scanner offset + jitter) + feature_noise * N(0, I).")
-    lines = ["{", f'  "_doc": {json.dumps(doc)},']
-    for i, model in enumerate(SIMULATED_MODELS):
-        body = ", ".join(f'"{k}": {round(float(chosen[model][k]), 6)}' for k in FEATURE_GRID)
-        lines.append(f'  "{model}": {{{body}}}' + ("," if i < len(SIMULATED_MODELS) - 1 else ""))
-    atomic_write_text(Path(path), "\n".join(lines + ["}"]) + "\n")
+    _write_model_json(path, doc, {m: {k: chosen[m][k] for k in FEATURE_GRID} for m in SIMULATED_MODELS})
 
 
 def compute_check_feature(params: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -339,22 +348,10 @@ def run_feature_search(out_dir: Path = FEATURE_DIR, params_path: Path = FEATURE_
     params = {m: chosen[m][0] for m in SIMULATED_MODELS}
     achieved = {m: chosen[m][1] for m in ANCHORS}
     write_feature_params(params, params_path)
-    check = compute_check_feature(params)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = pl.concat([achieved_table(achieved, CALIBRATION), achieved_table(check, CHECK)])
-    atomic_write_with(out_dir / f"{TABLE_STEM}.parquet", table.write_parquet)
-    gaps = table.filter(pl.col("protocol") == CALIBRATION.name)["gap"].drop_nulls().abs()
-    summary = {
+    return write_calibration(out_dir, params, achieved, compute_check_feature(params), constrained, t0, {
         "scenario": "feature", "anchors": ANCHORS, "grid": {k: list(v) for k, v in FEATURE_GRID.items()},
-        "refine": FEATURE_REFINE, "protocols": {p.name: asdict(p) for p in (CALIBRATION, CHECK)},
-        "order_constrained_choice_found": constrained, "order_holds": order_holds(achieved),
-        "max_abs_gap": float(gaps.max()), "mean_abs_gap": float(gaps.mean()),
-        "params": params, "achieved": achieved, "check": check,
-        "grid_scores": {m: [{**g[0], **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid},
-        "seconds": round(time.time() - t0, 1),
-    }
-    atomic_write_text(out_dir / f"{TABLE_STEM}.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+        "refine": FEATURE_REFINE,
+        "grid_scores": {m: [{**g[0], **g[1], "cost": _cost(m, g[1])} for g in grid[m]] for m in grid}})
 
 
 def print_summary(summary: dict) -> None:

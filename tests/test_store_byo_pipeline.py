@@ -103,6 +103,32 @@ def test_tables_show_the_task_and_the_stores_scanners(byo_run: dict) -> None:
     assert data["vocabulary"]["task"] == "msi" and data["vocabulary"]["two_magnification_scanners"] == ["NanoZoomer S210"]
 
 
+def test_article_text_names_the_stores_scanners_and_task(byo_run: dict, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The article's code cells and inline expressions, run on the imported store's results, say
+    "imported", name its scanners, magnifications and task, and never call the data simulated."""
+    import re
+
+    from test_quarto_project import ARTICLE, TEXT
+
+    from scangen.pipeline.article import ArticleData
+
+    monkeypatch.setattr(Layout, "default", classmethod(lambda cls: byo_run["layout"]))
+    # the parameter file lives in the test's folder, not in params/: its description is not under test
+    monkeypatch.setattr(ArticleData, "set_description", lambda self, layout=None: "example cohort")
+    namespace: dict = {}
+    for cell in re.findall(r"```\{python\}\n(.*?)```", TEXT, re.S):
+        exec(compile(cell, str(ARTICLE), "exec"), namespace)
+    printed = capsys.readouterr().out
+    inline = " ".join(str(eval(e, namespace)) for e in re.findall(r"`\{python\} ([^`]+)`", TEXT))
+    assert namespace["simulated"] is False and namespace["task"] == "MSI"
+    assert "**imported**" in printed and "**simulated**" not in printed and "Simulated data" not in printed
+    for scanner in EXAMPLE_SCANNERS:
+        assert scanner in printed, scanner
+    assert "NanoZoomer S210 at 25x and 10x" in inline and "MSI" in inline
+    assert "EGFR" not in inline and "GT450" not in printed + inline
+
+
 def test_embedding_only_store_runs_notebook_02_and_skips_training_with_a_note(tmp_path: Path) -> None:
     """No task label: 01 imports, 02 runs, 03-06 are skipped (each executed copy says why), the
     pipeline succeeds, `status` sees them up to date, and a training session refuses the store."""

@@ -46,7 +46,9 @@ def scenario_store(store: Path, scenario: str, *, models: list[str] | None = Non
         return store
     meta = read_meta(store)
     if not meta.get("simulated", False):
-        raise ValueError(f"store {store}: scenario {scenario!r} needs a simulated store; real data has one scenario")
+        raise ValueError(f"store {store}: scenario {scenario!r} needs a simulated store; real data has one "
+                         f"scenario, its own: set the parameter `scenarios: [{DEFAULT_SCENARIO}]` of the notebooks "
+                         "that take one (04_table1, and `claim_scenarios` of 06_mil_heads; see docs/bring_your_own_cohort.md)")
     gen = meta["generator"]
     size, seed = gen["config"]["size"], int(gen["seed"])
     models = models or list(meta.get("models", {}))

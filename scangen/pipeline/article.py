@@ -43,6 +43,14 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
+def and_join(items: Any) -> str:
+    """'AT2', 'AT2 and GT450', 'AT2, GT450 and P1000' (the text's lists of scanners and tasks)."""
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def pct(value: Any, digits: int = 1) -> str:
     """A signed percentage, e.g. `-68.9%`."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -81,6 +89,20 @@ class ArticleData:
         from scangen.pipeline.params import load_param_set
 
         return load_param_set(self.param_set, layout or Layout.default()).description
+
+    def vocabulary(self) -> dict[str, Any]:
+        """The store's own names (`data.json["vocabulary"]`: scanners, primary scanners, magnifications,
+        two-magnification scanners, task column), so the text names a user's scanners and task."""
+        vocab = self.json("data").get("vocabulary")
+        if not isinstance(vocab, dict):
+            raise KeyError(f"{self.results_dir / 'data.json'}: no 'vocabulary' entry; rerun notebook 01_data")
+        return vocab
+
+    def task(self) -> str:
+        """The reader's name of the slide task ("EGFR", "MSI", ...; "task" for an embedding-only store)."""
+        from scangen.task_name import display_name
+
+        return display_name(self.vocabulary().get("task"))
 
     def simulated(self) -> bool:
         """Whether every result JSON of the set says `simulated` (the article's data label)."""

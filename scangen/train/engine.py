@@ -51,6 +51,9 @@ class Member:
     stopper: EarlyStopping
     history: list[dict[str, float]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
+    best_outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    """(positions, logits, pooled, mean_phi) of the evaluation that selected best_state, per split: the
+    final pass reuses them instead of predicting those bags again."""
     sums: torch.Tensor | None = None
     totals: torch.Tensor | None = None
     n_since: int = 0
@@ -120,10 +123,12 @@ def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt:
 
 
 @torch.no_grad()
-def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors) -> list[dict[str, float]]:
-    """Validation metrics (and traced test metrics) of every active member; members that share a split
-    share the bags of one batched pass."""
+def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors
+             ) -> tuple[list[dict[str, float]], list[list[tuple[np.ndarray, ...]]]]:
+    """Validation metrics (and traced test metrics) of every active member, and its outputs per split
+    (positions, logits, pooled, mean_phi); members that share a split share the bags of one batched pass."""
     records: list[dict[str, float]] = [{} for _ in members]
+    outputs: list[list[tuple[np.ndarray, ...]]] = [[] for _ in members]
     groups: dict[tuple, list[int]] = {}
     for i, mem in enumerate(members):
         groups.setdefault((mem.config.split_seed, mem.config.split_fractions), []).append(i)
@@ -132,13 +137,17 @@ def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: Ba
         for split in splits:
             lead = members[idx[0]]
             pos = lead.evals[split] if split in lead.evals else split_positions(lead.slides, split)
-            logits = predict_members(stack, [rows[i] for i in idx], bt, pos, members[0].config.eval_patch_budget)[0]
+            logits, pooled, mean_phi = predict_members(stack, [rows[i] for i in idx], bt, pos,
+                                                       members[0].config.eval_patch_budget)
             for j, i in enumerate(idx):
                 if split == "val":
                     records[i].update(split_metrics(logits[j], members[i].slides[pos], "val"))
                 elif "test" in members[i].evals:
                     records[i].update(test_trace(logits[j], members[i].slides[pos]))
-    return records
+                else:
+                    continue
+                outputs[i].append((pos, logits[j], pooled[j], mean_phi[j]))
+    return records, outputs
 
 
 @torch.no_grad()
@@ -193,7 +202,24 @@ def final_outputs(models: list[MILModel], members: list[Member], bt: BagTensors)
     for idx in groups.values():
         cfg = members[idx[0]].config
         pos = prediction_positions(members[idx[0]].slides, cfg.predict_task)
-        logits, pooled, mean_phi = predict_members(stack, idx, bt, pos, cfg.eval_patch_budget)
+        # bags every member of the group already predicted with its selected weights (at the selecting
+        # evaluation) are taken from there; only the rest (e.g. 20x scans, test when untraced) is predicted
+        have = [_outputs_by_position(members[i].best_outputs) for i in idx]
+        covered = set.intersection(*(set(h) for h in have))
+        need = np.array([q for q in pos.tolist() if q not in covered], dtype=np.int64)
+        fresh = predict_members(stack, idx, bt, need, cfg.eval_patch_budget) if need.size else None
+        where = {q: k for k, q in enumerate(need.tolist())}
         for j, i in enumerate(idx):
-            out[i] = FinalOutputs(pos, logits[j], pooled[j], mean_phi[j])
+            parts = [np.stack([have[j][q][t] if q in covered else fresh[t][j][where[q]] for q in pos.tolist()])
+                     for t in range(3)]
+            out[i] = FinalOutputs(pos, parts[0], parts[1], parts[2])
     return out
+
+
+def _outputs_by_position(outputs: list[tuple[np.ndarray, ...]]) -> dict[int, tuple]:
+    """{bag position: (logit, pooled row, mean_phi row)} from evaluation outputs per split."""
+    table: dict[int, tuple] = {}
+    for pos, logits, pooled, mean_phi in outputs:
+        for k, q in enumerate(pos.tolist()):
+            table[q] = (logits[k], pooled[k], mean_phi[k])
+    return table

@@ -81,14 +81,19 @@ class StackedModel:
         """state_dict of member m (detached copies), loadable into a MILModel."""
         return {k: v[m].detach().clone() for k, v in self.params.items()}
 
-    def phi(self, p: dict[str, Tensor], x: Tensor, drops: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def phi(self, p: dict[str, Tensor], x: Tensor, drops: tuple[Tensor, Tensor] | None = None,
+            last: bool = True) -> Tensor:
         """phi of the members of `p`: x (A, R, D) or shared (R, D) -> (A, R, H); `drops` are the two
-        dropout keep-masks (A, R, H) already scaled by 1 / (1 - p) (None: no dropout, eval)."""
+        dropout keep-masks (A, R, H) already scaled by 1 / (1 - p) (None: no dropout, eval).
+        `last=False` stops before phi's final Linear (`phi_last` applies it): since that layer is
+        affine, it commutes with a mean over patches, which GAP's inference exploits."""
 
         def linear(h: Tensor, i: int) -> Tensor:
             w, b = p[f"phi.net.{i}.weight"], p[f"phi.net.{i}.bias"]
-            if h.ndim == 2:
-                return torch.matmul(h, w.transpose(1, 2)) + b[:, None, :]
+            if h.ndim == 2:  # shared input: one (R, D) x (D, A*H) product instead of A broadcast ones
+                a, out_dim, in_dim = w.shape
+                wide = torch.addmm(b.reshape(1, a * out_dim), h, w.reshape(a * out_dim, in_dim).t())
+                return wide.reshape(h.shape[0], a, out_dim).transpose(0, 1)
             return torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
 
         def norm(h: Tensor, i: int, eps: float) -> Tensor:
@@ -101,7 +106,12 @@ class StackedModel:
         h = F.gelu(norm(linear(h, 4), 5, self.ln_eps[1]))
         if drops is not None:
             h = h * drops[1]
-        return linear(h, 8)
+        return linear(h, 8) if last else h
+
+    def phi_last(self, p: dict[str, Tensor], h: Tensor) -> Tensor:
+        """phi's final Linear on h (A, R, H) of the members of `p`."""
+        w, b = p["phi.net.8.weight"], p["phi.net.8.bias"]
+        return torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
 
     def dropout_masks(self, shapes: list[tuple[int, ...]], padded: tuple[int, ...], gens: list[torch.Generator],
                       device: torch.device) -> tuple[Tensor, Tensor] | None:
@@ -144,12 +154,24 @@ class StackedModel:
         """Eval-mode outputs of the members of `p` for shared bags x (B, N, D), mask (B, N): logits (A, B),
         pooled bag embeddings (A, B, H') and the masked mean of phi (A, B, H)."""
         b, n, d = x.shape
-        h = self.phi(p, x.reshape(b * n, d)).reshape(-1, b, n, self.template.phi.out_dim)
-        h = torch.where(mask[None, :, :, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
-        counts = mask.sum(dim=1).clamp(min=1).to(h.dtype)
-        mean_phi = h.sum(dim=2) / counts[None, :, None]
+        real = mask.reshape(-1)
+        gap = getattr(self.template.head, "name", "") == "gap"
+        # phi on the real patches only, no padding: (A, P, H); for GAP without its final affine layer,
+        # which is applied after pooling (the mean of an affine map is the affine map of the mean)
+        packed = self.phi(p, x.reshape(b * n, d)[real], last=not gap)
+        a, hidden = packed.shape[0], packed.shape[2]
+        bag_of = torch.arange(b, device=x.device).repeat_interleave(n)[real]
+        counts = mask.sum(dim=1).clamp(min=1).to(packed.dtype)
+        mean_phi = packed.new_zeros((a, b, hidden)).index_add_(1, bag_of, packed) / counts[None, :, None]
         head_p = {k: v for k, v in p.items() if k.startswith("head.")}
         self.template.eval()
+        if gap:  # GAP's bag embedding is the mean of phi: each bag becomes a one-patch bag
+            mean_phi = self.phi_last(p, mean_phi)
+            h, mask = mean_phi[:, :, None, :], torch.ones((b, 1), dtype=torch.bool, device=x.device)
+        else:
+            h = packed.new_zeros((a, b * n, hidden))
+            h[:, real] = packed
+            h = h.reshape(a, b, n, hidden)
         if self.vmappable:
             logits, pooled = vmap(lambda q, hh: functional_call(self.call, q, (hh, mask)))(head_p, h)
             return logits, pooled, mean_phi

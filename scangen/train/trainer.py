@@ -241,7 +241,7 @@ def _loop(stack: StackedModel, members: list[Member], bt: BagTensors, device: to
 
 def _record_evaluation(stack: StackedModel, mems: list[Member], rows: list[int], bt: BagTensors, step: int) -> list[int]:
     """Evaluate the active members, append their history rows, keep improved states; rows that stop."""
-    metrics = evaluate(stack, mems, rows, bt)
+    metrics, outputs = evaluate(stack, mems, rows, bt)
     stopped = []
     for r, mem in enumerate(mems):
         means = (mem.sums / mem.n_since).tolist()
@@ -254,6 +254,7 @@ def _record_evaluation(stack: StackedModel, mems: list[Member], rows: list[int],
         improved = mem.stopper.update(step, selection_key(mem.config, record))
         if improved:
             mem.best_state = stack.member_state(r)
+            mem.best_outputs = outputs[r]
         record["selected"] = float(improved)
         mem.history.append(record)
         if mem.stopper.stop:
