@@ -10,14 +10,14 @@ fall on both): once as one unit of work of the grid (`scangen.experiments.grid.t
 a GPU), and the largest |logit| difference between a member and the same config trained alone.
 
 Then the estimate for the full set: the measured seconds per run (ensemble and one by one) times the
-number of runs in params/full.yml's grid (`full_grid_runs`: Table 1, ablation, MIL heads, sensitivity
-sweep, with the runs Table 1 shares with the others counted once), on one device and on N workers
+number of runs in params/full.yml's grid (`full_grid_runs`: tuning, Table 1 in every scenario, ablation,
+MIL heads and harmonisation, with the runs the notebooks share counted once), on one device and on N workers
 (perfect spreading of groups; a lower bound). The per-run cost is measured on the cohort given
 (`--size quick` by default): with `--params full` the training settings are the full set's, but the
 paper-size cohort has more slides to evaluate, so the estimate is a lower bound; say so when quoting.
 
-`--end-to-end` instead trains the whole grid of `--params` through the experiment modules (the
-notebooks' calls, fresh run cache, optionally on `--scheduler`) and prints its wall time per notebook.
+`--end-to-end` instead runs the notebooks of `--params` through the pipeline (fresh root and run
+cache, optionally on `--scheduler`) and prints its wall time per notebook.
 
 Usage: python benchmarks/bench_grid.py [--store DIR | --size quick] [--fm uni-sim] [--seeds 4]
        [--params quick] [--threads 2] [--device auto] [--repeats 1] [--workers 1 4 16]
@@ -56,28 +56,49 @@ def overrides(notebooks: dict, *topics: str) -> dict:
     return {}
 
 
+def _tuning_settings(stages: list[dict] | None) -> int:
+    """ScanGen settings notebook 03 trains: every candidate of each stage, the current setting (carried
+    over from the stage before) counted once; the margin stage has three observed-distance candidates."""
+    from scangen.experiments.tuning import STAGES
+
+    grids = [s["grid"] for s in stages] if stages else [g for _, g in STAGES]
+    default = TrainConfig(use_scangen=True)
+    n = 0
+    for i, grid in enumerate(grids):
+        combos = 1
+        for field, values in grid.items():
+            combos *= 3 if values == "observed" else len(values)
+        current_inside = all(values != "observed" and getattr(default, field) in values for field, values in grid.items())
+        n += combos - (1 if current_inside and i > 0 else 0)
+    return n
+
+
 def full_grid_runs(name: str = "full") -> dict[str, int]:
-    """Distinct training runs per notebook of params/<name>.yml, counting runs shared with Table 1 once."""
+    """Distinct training runs per notebook of params/<name>.yml (03 tuning, 04 Table 1 in every scenario,
+    05 ablation, 06 MIL heads, 07 harmonisation), each counted once where notebooks share runs (the
+    run cache serves them: 04 reuses 03's baseline and chosen runs of the tuning FM on split 0, 05 its
+    all-scanner subset and baseline from 04, 06 the GAP runs, 07 its 'none' and 'scangen' runs)."""
     doc = yaml.safe_load((PARAMS / f"{name}.yml").read_text())
     p, nb = doc["parameters"], doc.get("notebooks") or {}
-    fms, seeds = len(p["fms"]), list(p["seeds"])
-    t1_seeds = set(overrides(nb, "table1").get("seeds", seeds))
-    out = {"table1": fms * 2 * len(t1_seeds)}
+    fms, seeds, splits = list(p["fms"]), list(p["seeds"]), len(p.get("split_seeds") or [0])
+    tune = overrides(nb, "tuning")
+    tune_seeds = len(tune.get("seeds", seeds))
+    out = {"tuning": tune_seeds * (1 + _tuning_settings(tune.get("stages")))}
+    t1 = overrides(nb, "table1")
+    scenarios = t1.get("scenarios", p.get("scenarios", ["image"]))
+    other_fms = len(t1.get("scenario_fms") or fms)
+    out["table1"] = len(seeds) * splits * 2 * (len(fms) + other_fms * (len(scenarios) - 1)) - 2 * min(tune_seeds, len(seeds))
     abl = overrides(nb, "ablation")
-    abl_seeds = set(abl.get("seeds", seeds))
     n_sub = abl.get("max_subsets") or len(enumerate_subsets())
-    # per seed: 1 baseline + n_sub ScanGen subsets; the baseline of a Table 1 seed is reused
-    out["ablation"] = len(abl_seeds) * (1 + n_sub) - len(abl_seeds & t1_seeds)
+    out["ablation"] = len(abl.get("scenarios", ["image"])) * len(seeds) * splits * (n_sub - 1)
     mil = overrides(nb, "mil_heads", "mil_extensions")
-    n_heads = len([h for h in mil.get("heads", MIL_HEADS) if h != "gap"])  # GAP runs are Table 1's
-    out["mil_heads"] = n_heads * 2 * len(set(mil.get("seeds", seeds)))
-    sens = overrides(nb, "tuning", "sensitivity")
-    grid = sens.get("grid") or {}
-    sens_seeds = set(sens.get("seeds", seeds))
-    # one-at-a-time sweep: the default ScanGen run + each non-default value; the default run is Table 1's
-    default = TrainConfig(use_scangen=True, **(p.get("train") or {}))
-    changes = sum(1 for field, values in grid.items() for v in values if v != getattr(default, field))
-    out["sensitivity"] = len(sens_seeds) * changes + len(sens_seeds - t1_seeds)
+    n_heads = len([h for h in mil.get("heads", MIL_HEADS) if h != "gap"])
+    out["mil_heads"] = len(mil.get("scenarios", ["image"])) * n_heads * 2 * len(seeds) * splits
+    harm = overrides(nb, "harmonisation")
+    from scangen.experiments.harmonisation import METHODS
+
+    new_methods = len([m for m in harm.get("methods", METHODS) if m not in ("none", "scangen")])
+    out["harmonisation"] = len(harm.get("fms", fms)) * new_methods * len(seeds) * splits
     out["total"] = sum(out.values())
     return out
 
@@ -93,40 +114,22 @@ def make_store(size: str, fms: list[str]) -> Path:
 
 
 def end_to_end(name: str, size: str, scheduler: str | None, store: Path | None) -> None:
-    """Train params/<name>.yml's whole grid through the experiment modules (Table 1, ablation, MIL heads,
-    sensitivity; each module's own grid through ExperimentSession, fresh run cache) and time it."""
-    from scangen.experiments.ablation import run_ablation
-    from scangen.experiments.mil_table import run_mil_table
-    from scangen.experiments.sensitivity import run_sensitivity
-    from scangen.experiments.session import ExperimentSession, train_settings
-    from scangen.experiments.table1 import run_table1
+    """Run params/<name>.yml's notebooks through the pipeline (the same grid the notebooks train: 03
+    tuning, 04 Table 1, 05 ablation, 06 MIL heads, 07 harmonisation) in a fresh temporary root with a
+    fresh run cache, optionally on a Dask scheduler, and print each notebook's wall time."""
+    from scangen.pipeline.layout import Layout
+    from scangen.pipeline.runner import run
 
-    doc = yaml.safe_load((PARAMS / f"{name}.yml").read_text())
-    p, nb = doc["parameters"], doc.get("notebooks") or {}
-    store = store or make_store(size, list(p["fms"]))
-    cache = Path(tempfile.mkdtemp(prefix="bench_grid_cache_"))
-    session = ExperimentSession(store, cache, train_settings(p["steps"], p.get("device", "auto"), p.get("train")),
-                                scheduler=scheduler or "local")
-    fm = p["fms"][-1]
-    mil, sens = overrides(nb, "mil_heads", "mil_extensions"), overrides(nb, "tuning", "sensitivity")
-    steps = {
-        "table1": lambda: run_table1(session, p["fms"], overrides(nb, "table1").get("seeds", p["seeds"])),
-        "ablation": lambda: run_ablation(session, fm, overrides(nb, "ablation").get("seeds", p["seeds"]),
-                                         max_subsets=overrides(nb, "ablation").get("max_subsets")),
-        "mil_heads": lambda: run_mil_table(session, fm, mil.get("heads", MIL_HEADS), mil.get("seeds", p["seeds"])),
-        "sensitivity": lambda: run_sensitivity(session, fm, sens.get("grid"), sens.get("seeds", p["seeds"])),
-    }
-    total = time.perf_counter()
-    for label, step in steps.items():
-        t0, misses = time.perf_counter(), session.cache.misses
-        step()
-        trained, sec = session.cache.misses - misses, time.perf_counter() - t0
-        print(f"{label:>12}: {trained} runs trained in {sec:.1f} s ({60 * trained / max(sec, 1e-9):.1f} runs/min)")
-    sec = time.perf_counter() - total
-    print(f"params/{name}.yml grid end to end on {scheduler or 'this machine'}: {session.cache.misses} runs trained, "
-          f"{session.cache.hits} served from the cache, {sec:.1f} s ({sec / 3600:.2f} h); counted in advance: "
-          f"{full_grid_runs(name)['total']} distinct runs")
-    session.close()
+    if store is not None or size != "quick":
+        print("--end-to-end runs the parameter set as written (its own store and size); --store/--size ignored")
+    if scheduler:
+        os.environ["SCANGEN_DASK_SCHEDULER"] = scheduler
+    layout = Layout.under(Path(tempfile.mkdtemp(prefix="bench_grid_root_")), sources_from=Layout.default())
+    t0 = time.perf_counter()
+    run(name, layout, log=print)
+    sec = time.perf_counter() - t0
+    print(f"params/{name}.yml end to end on {scheduler or 'this machine'}: {sec:.1f} s ({sec / 3600:.2f} h); "
+          f"grid counted in advance: {full_grid_runs(name)}")
 
 
 def main() -> None:

@@ -103,3 +103,20 @@ def test_adversary_and_harmonised_members_equal_runs_alone(tiny_bags: Bags) -> N
     for cfg, rec in zip(configs, run_ensemble(configs, tiny_bags)):
         alone = run_record(cfg, tiny_bags)
         np.testing.assert_allclose(rec.predictions["logit"].to_numpy(), alone.predictions["logit"].to_numpy(), atol=LOGIT_TOL)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_final_outputs_equal_the_selected_models_own_forward(tiny_bags: Bags, head: str) -> None:
+    """The batched inference (phi on real patches only, GAP pooled before phi's last affine layer,
+    outputs reused from the selecting evaluation) gives the logits of the selected model's plain
+    padded forward (`predict_logits`), for members with and without a traced test split."""
+    from scangen.train.predict import predict_logits
+    from scangen.train.trainer import train_group
+
+    kw = dict(head=head, **FAST)
+    configs = [TrainConfig(**kw), TrainConfig(use_scangen=True, seed=1, trace_test=True, **kw)]
+    for result in train_group(configs, tiny_bags):
+        out = result.outputs
+        plain = predict_logits(result.model, result.bag_tensors, out.positions)
+        assert np.abs(out.logits - plain).max() < 1e-5, head
+        assert out.mean_phi.shape == (out.positions.size, result.model.phi.out_dim)
