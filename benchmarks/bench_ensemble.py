@@ -1,9 +1,9 @@
 """Ensemble trainer vs the same configs trained one by one: runs per minute (issue 12's CPU target >= 2x).
 
 The configs are a Table-1-like group of the quick parameter set (params/quick.yml: steps, eval_every,
-patience, max_patches_train) on one FM: baseline and ScanGen arms x `--seeds` seeds, so both modes
-run exactly the same steps and evaluations (a member equals its run alone; early stopping happens at
-the same evaluation). Both modes produce complete RunRecords (training, final predictions of
+patience, max_patches_train, select_min_step, trace_test) on one FM: baseline and ScanGen arms x
+`--seeds` seeds, so both modes run exactly the same steps and evaluations (a member equals its run
+alone; early stopping happens at the same evaluation). Both modes produce complete RunRecords (training, final predictions of
 val/test, diagnostics). The one-by-one and ensemble passes alternate `--repeats` times and the
 fastest of each is kept (other processes share the cores); the load average is printed.
 
@@ -32,9 +32,10 @@ from scangen.train.device import resolve_device
 def group_configs(args: argparse.Namespace) -> list[TrainConfig]:
     """Baseline and ScanGen x seeds with the quick set's training settings."""
     train = param_set_training("quick")
-    base = TrainConfig(fm=args.fm, max_steps=args.steps or int(train.get("steps", 150)), progress=False,
+    base = TrainConfig(fm=args.fm, max_steps=args.steps or int(train["max_steps"]), progress=False,
                        num_threads=args.threads, device=args.device,
-                       **{k: v for k, v in train.items() if k in ("eval_every", "patience", "max_patches_train")})
+                       **{k: v for k, v in train.items() if k in ("eval_every", "patience", "max_patches_train",
+                                                                   "select_min_step", "trace_test")})
     return [base.replace(seed=s, use_scangen=sg) for s in range(args.seeds) for sg in (False, True)]
 
 
@@ -68,7 +69,7 @@ def main() -> None:
         configs = group_configs(args)
         print(f"{len(configs)} configs ({args.fm}, {configs[0].max_steps} steps, eval every {configs[0].eval_every}, "
               f"patience {configs[0].patience}), {args.threads} threads, device {args.device}; load {os.getloadavg()}")
-        run_record(configs[0].replace(max_steps=2, eval_every=1), bags)  # one-time start-up costs
+        run_record(configs[0].replace(max_steps=2, eval_every=1, select_min_step=0), bags)  # one-time start-up costs
         t_one, t_ens = float("inf"), float("inf")
         for _ in range(args.repeats):
             dt, alone = timed(lambda: [run_record(c, bags) for c in configs])

@@ -156,7 +156,8 @@ def train_group(configs: list[TrainConfig], bags: Bags, *, bag_tensors: BagTenso
         model = copy.deepcopy(stack.template)
         model.load_state_dict(mem.best_state)
         models.append(model.train(False))
-    with cpu_threads(first.num_threads):
+    # deterministic mode as in training: CUDA index_add_ (inference pooling) is deterministic only in it
+    with deterministic_mode(True), cpu_threads(first.num_threads):
         outputs = final_outputs(models, members, bt)
     results = []
     for mem, model, out in zip(members, models, outputs):
