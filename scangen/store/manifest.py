@@ -106,6 +106,11 @@ def scanner_column(col: pl.Series, source: str, aliases: Mapping[str, str] | Non
     return col.map_elements(lambda v: canonical_scanner(v, aliases), return_dtype=pl.String)
 
 
+def _unparsed(col: pl.Series, parsed: pl.Series) -> list:
+    """The distinct raw values of `col` that parsing turned into null (empty when all parsed)."""
+    return col.filter(parsed.is_null() & col.is_not_null()).unique().to_list()
+
+
 def magnification_column(col: pl.Series, source: str) -> pl.Series:
     """Integer magnification from integers or text such as '40x' or '20X'."""
     if col.dtype.is_integer():
@@ -113,9 +118,7 @@ def magnification_column(col: pl.Series, source: str) -> pl.Series:
     if col.dtype == pl.String:
         digits = col.str.strip_chars().str.to_lowercase().str.strip_suffix("x").str.strip_chars()
         parsed = digits.cast(pl.Int64, strict=False)
-        bad = parsed.is_null() & col.is_not_null()
-        if bad.any():
-            values = col.filter(bad).unique().to_list()
+        if values := _unparsed(col, parsed):
             raise StoreValidationError(
                 f"{source}: column 'magnification' has unreadable values {values}; expected positive integers like 40 or '40x'"
             )
@@ -135,9 +138,7 @@ def binary_column(col: pl.Series, name: str, source: str) -> pl.Series:
         text = col.str.strip_chars().str.to_lowercase()
         mapping = {**{t: 1 for t in _TRUE}, **{f: 0 for f in _FALSE}}
         parsed = text.replace_strict(mapping, default=None, return_dtype=pl.Int64)
-        bad = parsed.is_null() & col.is_not_null()
-        if bad.any():
-            values = col.filter(bad).unique().to_list()
+        if values := _unparsed(col, parsed):
             raise StoreValidationError(
                 f"{source}: column {name!r} has values {values}; expected 0/1, true/false or yes/no"
             )
