@@ -1,7 +1,7 @@
 """Ensemble trainer vs the same configs trained one by one: runs per minute (issue 12's CPU target >= 2x).
 
 The configs are a Table-1-like group of the quick parameter set (params/quick.yml: steps, eval_every,
-patience, max_patches_train, select_min_step, trace_test) on one FM: baseline and ScanGen arms x
+patience, max_patches_train, select_min_step, trace_test, amp_cpu) on one FM: baseline and ScanGen arms x
 `--seeds` seeds, so both modes run exactly the same steps and evaluations (a member equals its run
 alone; early stopping happens at the same evaluation). Both modes produce complete RunRecords (training, final predictions of
 val/test, diagnostics). The one-by-one and ensemble passes alternate `--repeats` times and the
@@ -35,7 +35,7 @@ def group_configs(args: argparse.Namespace) -> list[TrainConfig]:
     base = TrainConfig(fm=args.fm, max_steps=args.steps or int(train["max_steps"]), progress=False,
                        num_threads=args.threads, device=args.device,
                        **{k: v for k, v in train.items() if k in ("eval_every", "patience", "max_patches_train",
-                                                                   "select_min_step", "trace_test")})
+                                                                   "select_min_step", "trace_test", "amp_cpu")})
     return [base.replace(seed=s, use_scangen=sg) for s in range(args.seeds) for sg in (False, True)]
 
 

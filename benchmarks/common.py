@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from scangen.paths import PARAMS
+from scangen.train.device import resolve_amp_cpu
 
 
 def sync(device: torch.device) -> None:
@@ -20,4 +21,7 @@ def param_set_training(name: str) -> dict:
     params = (yaml.safe_load(path.read_text()) or {}).get("parameters") or {}
     if "steps" not in params:
         raise ValueError(f"{path}: parameters.steps: expected the number of training steps")
-    return {"max_steps": int(params["steps"]), **(params.get("train") or {})}
+    train = dict(params.get("train") or {})
+    if "amp_cpu" in train:  # "auto" -> this CPU's native bf16 support, as the notebooks resolve it
+        train["amp_cpu"] = resolve_amp_cpu(train["amp_cpu"])
+    return {"max_steps": int(params["steps"]), **train}

@@ -121,6 +121,8 @@ if "adversary_weight" in names and in_tree:
     configs += [base.replace(adversary_weight=0.5, use_scangen=True)]
 if "trace_test" in names:
     configs += [base.replace(trace_test=True)]
+if "amp_cpu" in names:
+    configs += [base.replace(amp_cpu=True)]
 bags = load_bags(store, "phikon-sim")
 for c in configs:
     train_group(GroupTask(fm=c.fm, configs=(c,), keys=("k",), device="cpu", threads=1), bags)

@@ -90,7 +90,10 @@ def test_training_on_the_map_gives_identical_predictions(sim_store: Path, use_sc
     assert got.equals(ref)
 
 
-def test_bag_tensors_keep_the_map_on_the_host_and_release_pages(sim_store: Path) -> None:
+def test_bag_tensors_keep_the_map_on_the_host_and_release_pages(sim_store: Path, monkeypatch) -> None:
+    import scangen.train.batching as batching
+
+    monkeypatch.setattr(batching, "BOUNDED_MEMORY_BYTES", 0)  # the bounded-memory mode, whatever the size
     bags = load_bags(sim_store, FM, mmap=True)
     bt = BagTensors.from_bags(bags, torch.device("cpu"))
     ref = BagTensors.from_bags(load_bags(sim_store, FM), torch.device("cpu"))

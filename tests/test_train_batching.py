@@ -116,3 +116,27 @@ def test_same_device_reads_a_missing_index_as_the_current_device(monkeypatch: py
     assert torch.device("cuda") != torch.device("cuda:0")  # why plain == is not enough
     assert same_device("cuda", "cuda:0") and same_device("cuda:0", torch.device("cuda"))
     assert not same_device("cuda", "cuda:1") and not same_device("cuda:0", "cpu")
+
+
+def test_allocator_mode_follows_the_size_of_a_mapped_cohort(tiny_store, monkeypatch) -> None:
+    """Mapped cohorts above BOUNDED_MEMORY_BYTES get the bounded-memory allocator mode, smaller ones
+    and in-memory bags the speed mode; both modes are accepted by glibc on Linux."""
+    import sys
+
+    import scangen.train.batching as batching
+    from scangen.store import load_bags
+    from scangen.store.memmap import keep_freed_memory, return_large_buffers
+
+    calls: list[str] = []
+    monkeypatch.setattr(batching, "return_large_buffers", lambda: calls.append("bounded"))
+    monkeypatch.setattr(batching, "keep_freed_memory", lambda: calls.append("speed"))
+    mapped = load_bags(tiny_store, "phikon-sim", mmap=True)
+    small = BagTensors.from_bags(mapped, torch.device("cpu"))
+    BagTensors.from_bags(_bags([3, 2]), torch.device("cpu"))
+    monkeypatch.setattr(batching, "BOUNDED_MEMORY_BYTES", 0)
+    large = BagTensors.from_bags(mapped, torch.device("cpu"))
+    assert calls == ["speed", "speed", "bounded"]
+    assert small.pages is not None and large.pages is not None  # mapped pages are released in both modes
+    assert small.storage == large.storage == torch.device("cpu")
+    if sys.platform.startswith("linux"):
+        assert return_large_buffers() and keep_freed_memory()  # restores the speed mode for later tests

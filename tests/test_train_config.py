@@ -55,6 +55,23 @@ def test_invalid_fields_are_named(changes: dict, field: str) -> None:
         TrainConfig(**changes)
 
 
+def test_cpu_bf16_is_opt_in_and_auto_is_resolved_where_configs_are_made() -> None:
+    from scangen.experiments.session import train_settings
+    from scangen.train.device import cpu_has_native_bf16, resolve_amp_cpu
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, True) is None and amp_dtype(cpu, True, cpu=True) == torch.bfloat16
+    assert amp_dtype(cpu, False, cpu=True) == torch.bfloat16  # `amp` is the CUDA switch
+    assert amp_dtype(torch.device("mps"), True, cpu=True) is None
+    assert resolve_amp_cpu(True) is True and resolve_amp_cpu(False) is False
+    assert resolve_amp_cpu("auto") is cpu_has_native_bf16()
+    assert train_settings(4, "cpu", {"amp_cpu": "auto"})["amp_cpu"] is cpu_has_native_bf16()
+    with pytest.raises(ValueError, match="amp_cpu"):
+        resolve_amp_cpu("yes")
+    with pytest.raises(ValueError, match="TrainConfig.amp_cpu"):
+        TrainConfig(amp_cpu="auto")
+
+
 def test_device_resolution_and_amp_only_on_cuda() -> None:
     dev = resolve_device("auto")
     assert dev.type in {"cuda", "mps", "cpu"}
@@ -75,9 +92,10 @@ def test_new_fields_are_hashed_and_scanner_subset_defaults_to_the_stores_primary
     base = TrainConfig()
     assert base.scanner_subset is None
     for change in ({"select_min_step": 50}, {"scangen_distance": "cosine_norm"}, {"scangen_pair_norm": True},
-                   {"harmonize": "combat"}, {"adversary_weight": 0.5}, {"trace_test": True},
+                   {"harmonize": "combat"}, {"adversary_weight": 0.5}, {"amp_cpu": True},
                    {"scanner_subset": ("AT2", "GT450")}):
         assert config_hash(base) != config_hash(base.replace(**change)), change
+    assert config_hash(base) == config_hash(base.replace(trace_test=True))  # display only: same run
     slides = pl.DataFrame({"cohort": ["multiscanner"] * 4 + ["task"], "scanner": ["X1", "X2", "X1", "X3", "T"],
                            "magnification": [40, 40, 20, 20, 40]})
     assert resolve_scanner_subset(base, slides) == ("X1", "X2")
@@ -85,3 +103,4 @@ def test_new_fields_are_hashed_and_scanner_subset_defaults_to_the_stores_primary
     with pytest.raises(ValueError, match="TrainConfig.scanner_subset"):
         resolve_scanner_subset(base.replace(scanner_subset=("X1", "X3")), slides)
     assert TrainConfig.from_dict(base.to_dict()) == base
+

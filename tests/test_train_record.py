@@ -49,13 +49,17 @@ def test_baseline_terms_are_nan_and_run_experiment_is_the_records_table(tiny_bag
     assert run_experiment(cfg, tiny_bags).equals(rec.predictions)
 
 
-def test_tracing_the_test_split_changes_nothing_but_the_history(tiny_bags: Bags) -> None:
-    cfg = TrainConfig(use_scangen=True, **FAST)
+@pytest.mark.parametrize("min_step", [0, 8])
+def test_tracing_the_test_split_changes_nothing_but_the_history(tiny_bags: Bags, min_step: int) -> None:
+    """A traced run adds test columns and the (never selectable) evaluations before select_min_step
+    to the history; its predictions and every other history value are bit-identical."""
+    cfg = TrainConfig(use_scangen=True, select_min_step=min_step, **FAST)
     plain, traced = run_record(cfg, tiny_bags), run_record(cfg.replace(trace_test=True), tiny_bags)
     assert set(TEST_TRACE_COLUMNS) <= set(traced.history.columns)
-    assert traced.history.drop(TEST_TRACE_COLUMNS).equals(plain.history)
-    keep = [c for c in plain.predictions.columns if c != "config_hash"]
-    assert traced.predictions.select(keep).equals(plain.predictions.select(keep))
+    assert traced.history["step"].to_list() == [4, 8, 12]
+    assert plain.history["step"].to_list() == [s for s in (4, 8, 12) if s >= min_step]
+    assert traced.history.drop(TEST_TRACE_COLUMNS).filter(pl.col("step") >= min_step).equals(plain.history)
+    assert traced.predictions.equals(plain.predictions)
 
 
 @pytest.mark.parametrize("change, field", [({"harmonize": "combat"}, "harmonize"), ({"adversary_weight": 0.5}, "adversary_weight")])

@@ -12,6 +12,13 @@ predictions into one flat row of test-split metrics (scangen.metrics.summarize_p
 diagnostics (`diag_*`). Rows never record whether they came from the cache (a result file must not
 depend on what was cached); `session.cache.hits` / `.misses` count that instead.
 
+Test tracing (`TrainConfig.trace_test`) is not part of a run's cache key: it adds test metrics (and
+the evaluations before select_min_step, which can never be selected) to the history for display and
+changes no training step, selection or weight. A traced entry serves an untraced request (the extra
+columns and rows dropped); a traced request whose entry is untraced trains the run again, traced, and
+replaces the entry. Both give bit-identical predictions and histories (tests/test_train_record.py,
+tests/test_grid.py).
+
 Scheduler: `scheduler=None` runs locally unless the environment variable SCANGEN_DASK_SCHEDULER names
 a scheduler address (so a whole pipeline run can go to a cluster without changing its notebooks);
 `scheduler="local"` always runs locally. SCANGEN_MAX_ENSEMBLE likewise sets `max_ensemble`.
@@ -19,6 +26,7 @@ a scheduler address (so a whole pipeline run can go to a cluster without changin
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -39,6 +47,8 @@ from scangen.store import Bags, Vocabulary, load_bags, read_meta, store_vocabula
 from scangen.experiments.grid import GroupResult, GroupTask, LocalExecutor, plan_groups
 from scangen.train import TrainConfig
 from scangen.train.config import NON_RESULT_FIELDS, config_hash
+from scangen.train.device import resolve_amp_cpu
+from scangen.train.evaluation import TEST_TRACE_COLUMNS
 
 if TYPE_CHECKING:
     from scangen.train.experiment import RunRecord
@@ -46,11 +56,28 @@ if TYPE_CHECKING:
 VARIANCE_COLUMNS: tuple[str, ...] = ("scanner_share", "offset_sd", "residual_sd", "between_sd", "median_abs_mean")
 """Test-logit decomposition fields (`scangen.metrics.scanner_variance`) kept in every run row."""
 KEY_EXCLUDED = NON_RESULT_FIELDS | {"store"}
-"""Config fields left out of the cache key: outputs/progress, and the store path (the store's
-content fingerprint is part of the key instead, so a moved store is still recognised). `num_threads`
-is among them, but a CPU run's effective thread count is keyed (`ExperimentSession.key_config`)."""
+"""Config fields left out of the cache key: the NON_RESULT_FIELDS (outputs, progress, thread count,
+test tracing: see the module docstring) and the store path (the store's content fingerprint is part of
+the key instead, so a moved store is still recognised). A CPU run's effective thread count is keyed
+(`ExperimentSession.key_config`)."""
 SCHEDULER_ENV = "SCANGEN_DASK_SCHEDULER"
 MAX_ENSEMBLE_ENV = "SCANGEN_MAX_ENSEMBLE"
+
+
+def is_traced(record: RunRecord) -> bool:
+    """Whether a run's history holds the test trace (`TrainConfig.trace_test`)."""
+    return all(c in record.history.columns for c in TEST_TRACE_COLUMNS)
+
+
+def as_requested(record: RunRecord, config: TrainConfig) -> RunRecord:
+    """`record` as `config` asked for it. An untraced request may be served by a traced entry of the
+    same key: it gets the history an untraced run records, without the test-trace columns and
+    without the evaluations before select_min_step (made only for traced runs' display)."""
+    drop = [c for c in TEST_TRACE_COLUMNS if c in record.history.columns]
+    if config.trace_test or not drop:
+        return record
+    history = record.history.drop(drop).filter(pl.col("step") >= config.select_min_step)
+    return dataclasses.replace(record, history=history)
 
 
 class GridError(RuntimeError):
@@ -72,6 +99,8 @@ def train_settings(steps: int | None, device: str, overrides: Mapping[str, Any] 
         out["max_steps"] = int(steps)
     extra = dict(overrides or {})
     _check_fields(extra, "train")
+    if "amp_cpu" in extra:  # "auto" -> whether this CPU has native bf16 (the resolved bool is keyed)
+        extra["amp_cpu"] = resolve_amp_cpu(extra["amp_cpu"])
     clash = sorted(set(extra) & set(out))
     if clash:
         raise ValueError(f"train: {clash} are set by the notebook's own parameters (steps, device); remove them")
@@ -209,13 +238,14 @@ class ExperimentSession:
 
         configs = list(configs)
         keys = [self.cache_key(c) for c in configs]
+        traced = {k: i for i, k in reversed(list(enumerate(keys))) if configs[i].trace_test}  # first traced request
         found: dict[str, RunRecord] = {}
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in found and key not in todo:
                 record = self.cache.get_record(key)
-                if record is None:
-                    todo[key] = i
+                if record is None or (key in traced and not is_traced(record)):
+                    todo[key] = traced.get(key, i)  # train the traced request when one of them traces
                     continue
                 found[key] = record
         n_train = len(todo)
@@ -242,7 +272,7 @@ class ExperimentSession:
             n_failed = sum(len(t.keys) for t, _ in failed)
             raise GridError(f"{n_failed} of {n_train} runs to train failed in {len(failed)} groups ({done} finished "
                             f"and cached; rerun to train the rest). First error: {failed[0][1]!r}") from failed[0][1]
-        return [found[k] for k in keys]
+        return [as_requested(found[k], c) for k, c in zip(keys, configs)]
 
     def _tasks(self, configs: list[TrainConfig], keys: list[str]) -> list[GroupTask]:
         """Group the configs to train into GroupTasks, each with the device type and CPU threads it is keyed for."""
@@ -262,7 +292,8 @@ class ExperimentSession:
         for config, key, record in zip(task.configs, task.keys, result.records):
             info = {"config": self.key_config(config), "store_fingerprint": store_fingerprint(self.store, config.fm),
                     "train_seconds": result.seconds / len(task.keys), "group_size": len(task.keys),
-                    "group_seconds": result.seconds, "device": result.device, "worker": result.worker}
+                    "group_seconds": result.seconds, "device": result.device, "worker": result.worker,
+                    "trace_test": config.trace_test}
             self.cache.put_record(key, record, info)
             found[key] = record
 

@@ -101,7 +101,10 @@ class DSMILHead(MILHead):
         attention = masked_softmax(scores, mask, dim=1)
         values = self.v(h)  # (B, N, H)
         bag = torch.einsum("bn,bnh->bh", attention, values)
-        bag_logit = self.fcc(bag.unsqueeze(1)).reshape(-1)  # Conv1d over the (C=1) x H bag matrix
+        # the Conv1d over the (C=1) x H bag matrix is one dot product plus bias: computed as F.linear
+        # with its weight (same parameters), which under vmap stays the same product for any number of
+        # stacked members (a batched conv does not)
+        bag_logit = F.linear(bag, self.fcc.weight.reshape(1, -1), self.fcc.bias).reshape(-1)
         logits = self._combine(bag_logit, max_instance)
         extras = {
             "instance_logits": instance.masked_fill(~mask, 0.0),

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from scangen.store.bags import Bags
-from scangen.store.memmap import MappedPages, return_large_buffers
+from scangen.store.memmap import BOUNDED_MEMORY_BYTES, MappedPages, keep_freed_memory, return_large_buffers
 
 DEVICE_MEMORY_SHARE = 0.5
 """Largest share of free accelerator memory the feature tensor may take before it stays on the host."""
@@ -61,13 +61,16 @@ class BagTensors:
         if len(bags) and int(lengths.min()) == 0:
             raise ValueError("bags: every slide needs at least one patch; empty bags found")
         pages = MappedPages.of(bags.features)
+        mapped = pages is not None
         with warnings.catch_warnings():  # a read-only map: torch warns that writes are unsupported
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             feats = torch.from_numpy(np.ascontiguousarray(bags.features))
-        storage = device if pages is None else torch.device("cpu")
-        if pages is not None:  # bounded memory: batch buffers must not stay behind as heap holes
-            return_large_buffers()
-        if device.type == "cuda" and pages is None:
+        storage = device if not mapped else torch.device("cpu")
+        if mapped and feats.numel() * feats.element_size() > BOUNDED_MEMORY_BYTES:
+            return_large_buffers()  # bounded memory: batch buffers must not stay behind as heap holes
+        else:  # the cohort fits easily: keep freed buffers for reuse instead of re-faulting them
+            keep_freed_memory()
+        if device.type == "cuda" and not mapped:
             free, _ = torch.cuda.mem_get_info(device)
             if feats.numel() * feats.element_size() > DEVICE_MEMORY_SHARE * free:
                 storage = torch.device("cpu")

@@ -24,8 +24,10 @@ SCANGEN_LEVELS = ("slide", "patch", "bag")
 SELECT_METRICS = ("auc", "loss", "auc_cov", "auc_pcov", "auc_share")
 SCANGEN_DISTANCES = ("cosine", "cosine_norm")
 HARMONIZE_METHODS = ("none", "standardize", "combat", "coral")
-NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint", "num_threads"})
-"""Fields that cannot change a run's numbers, so they are left out of `config_hash`."""
+NON_RESULT_FIELDS = frozenset({"progress", "output", "checkpoint", "num_threads", "trace_test"})
+"""Fields that cannot change a run's numbers, so they are left out of `config_hash`. `trace_test` only
+adds display columns to the history: a traced run's weights, selection and predictions are bit-identical
+to the untraced run's (the final pass never takes test outputs from a traced evaluation)."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,13 @@ class TrainConfig:
     metrics in the history at every evaluation (display only; selection never reads them).
     Reproducibility: `seed` (weights, sampling), `split_seed` and `split_fractions`
     (scangen_train/val/test of the multiscanner cohort).
-    Hardware: `device` ("auto" = CUDA > MPS > CPU, or a torch device string), `amp` (mixed precision,
-    applied on CUDA only), `eval_patch_budget` (max padded patches per inference batch),
+    Hardware: `device` ("auto" = CUDA > MPS > CPU, or a torch device string), `amp` (mixed precision
+    of training on CUDA: bfloat16 autocast, float16 where bf16 is unsupported), `amp_cpu` (bfloat16
+    autocast of training's forward and backward on CPU, default off; worth it on CPUs with native
+    bf16 matrix instructions, AVX512-BF16 or AMX, where a bf16 product runs ~4x the float32 rate;
+    `scangen.train.device.resolve_amp_cpu` turns the parameter sets' "auto" into a bool, so the
+    precision a run used is part of its config; parameters stay float32, the optimiser steps in
+    float32, and evaluation, selection and final predictions always run in float32 on every device), `eval_patch_budget` (max padded patches per inference batch),
     `num_threads` (CPU threads for torch during the run, restored after; None = leave as is; use 1
     when several runs share the cores: OpenMP threads that wait on busy cores are very slow).
     Outputs (not hashed): `progress` (tqdm bars), `output` (Parquet path of predictions),
@@ -115,6 +122,7 @@ class TrainConfig:
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False
     eval_patch_budget: int = 262_144
     num_threads: int | None = None
     predict_task: bool = False
@@ -164,6 +172,7 @@ class TrainConfig:
             (len(self.split_fractions) == 3, "split_fractions", "three fractions"),
             (self.eval_patch_budget >= 1, "eval_patch_budget", "a positive integer"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads", "None or a positive integer"),
+            (isinstance(self.amp_cpu, bool), "amp_cpu", "True or False (\"auto\" is resolved by train_settings)"),
         ]
         for ok, name, expected in checks:
             if not ok:

@@ -1,4 +1,4 @@
-"""Device choice (CUDA > MPS > CPU) and mixed precision, which is only ever enabled on CUDA."""
+"""Device choice (CUDA > MPS > CPU) and mixed precision of training (CUDA; CPU bfloat16 on request)."""
 
 from __future__ import annotations
 
@@ -32,15 +32,50 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """Autocast dtype: bf16 on CUDA when supported, else fp16; None (full precision) off CUDA."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def amp_dtype(device: torch.device, enabled: bool, cpu: bool = False) -> torch.dtype | None:
+    """Autocast dtype of training: on CUDA (`enabled`) bf16 when supported, else fp16; on CPU bf16
+    when `cpu` (TrainConfig.amp_cpu); None (full precision) otherwise, and always on MPS."""
+    if device.type == "cuda" and enabled:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu:
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX tiles), where
+    oneDNN's bf16 GEMM runs several times the float32 rate; elsewhere bf16 is emulated and slower."""
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(p()) for p in probes if callable(p))
+
+
+def resolve_amp_cpu(value: bool | str) -> bool:
+    """TrainConfig.amp_cpu from a parameter value: True / False as given, "auto" -> `cpu_has_native_bf16()`.
+
+    Resolved where the configs are made (not where they run), so a run's config says which precision
+    it trained in and the run cache keeps bf16 and float32 runs apart."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return cpu_has_native_bf16()
+    raise ValueError(f"amp_cpu: expected true, false or \"auto\", got {value!r}")
+
+
+def precision_text(device_type: str, amp: bool, amp_cpu: bool) -> str:
+    """How a run on `device_type` computes, in words (for protocol tables): training precision, then
+    that evaluation is float32."""
+    if device_type == "cuda" and amp:
+        train = "mixed precision (bfloat16 or float16 autocast, float32 weights)"
+    elif device_type == "cpu" and amp_cpu:
+        train = "mixed precision (bfloat16 autocast, float32 weights)"
+    else:
+        train = "float32"
+    return f"training in {train}; evaluation and predictions in float32"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
-    """`torch.autocast` on CUDA with `dtype`, a no-op context otherwise."""
+    """`torch.autocast` on `device` with `dtype`, a no-op context when dtype is None."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

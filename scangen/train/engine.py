@@ -18,6 +18,7 @@ with seed for initialisation (forked), and a per-member CPU RNG state for head d
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,9 +90,15 @@ def make_member(config: TrainConfig, slides: pl.DataFrame, bt: BagTensors, in_di
     return member, model
 
 
-def pad_stack(xs: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack per-member padded batches x_a (B, N_a, D), mask_a (B, N_a) into (A, B, N, D), (A, B, N)."""
+def pad_stack(xs: list[torch.Tensor], masks: list[torch.Tensor], width: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-member padded batches x_a (B, N_a, D), mask_a (B, N_a) into (A, B, N, D), (A, B, N),
+    N = `width` when given (at least every N_a), else the largest N_a."""
     n = max(x.shape[1] for x in xs)
+    if width is not None:
+        if width < n:
+            raise ValueError(f"width: expected at least the longest member batch ({n}), got {width}")
+        n = width
     x_out = xs[0].new_zeros((len(xs), xs[0].shape[0], n, xs[0].shape[2]))
     m_out = masks[0].new_zeros((len(xs), masks[0].shape[0], n))
     for a, (x, m) in enumerate(zip(xs, masks)):
@@ -100,21 +107,29 @@ def pad_stack(xs: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.
     return x_out, m_out
 
 
-def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors, device: torch.device) -> torch.Tensor:
-    """Task losses (A,) of the active members (stack rows `rows`), one batched phi pass."""
+def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors, device: torch.device,
+                autocast_ctx=contextlib.nullcontext) -> torch.Tensor:
+    """Task losses (A,) of the active members (stack rows `rows`), one batched phi pass.
+
+    Only phi runs inside `autocast_ctx()` (mixed precision, where the products are); the heads and
+    their losses run in float32 (their cost is small, and e.g. DS-MIL's Conv1d under vmap does not
+    take a bf16 input with a float32 bias)."""
     cfg = members[0].config
     xs, masks, ys = [], [], []
     for mem in members:
         pos, y = mem.task.next()
         x, mask = collate(bt, pos, cfg.max_patches_train, mem.gen_store)
         xs.append(x), masks.append(mask), ys.append(torch.as_tensor(y, device=device))
-    x, mask = pad_stack(xs, masks)
+    # padded to max_patches_train, not to the members' longest bag, so a member's products have the
+    # same shapes alone and in any ensemble (bf16 rounding can depend on a product's shape)
+    x, mask = pad_stack(xs, masks, cfg.max_patches_train)
     a, b, n, d = x.shape
     hidden = stack.template.phi.out_dim
     drops = stack.dropout_masks([tuple(m.shape) for m in masks], (b, n), [mem.gen_dev for mem in members], device)
     p = stack.subset(rows)
-    h = stack.phi(p, x.reshape(a, b * n, d), drops).reshape(a, b, n, hidden)
-    h = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+    with autocast_ctx():
+        h = stack.phi(p, x.reshape(a, b * n, d), drops).reshape(a, b, n, hidden)
+    h = torch.where(mask[..., None], h.float(), torch.zeros((), dtype=torch.float32, device=h.device))
     states = [mem.rng_state for mem in members]
     losses = stack.head_losses(p, h, mask, torch.stack(ys), [m.shape[1] for m in masks], [mem.gen_dev for mem in members], states)
     for mem, state in zip(members, states):
@@ -125,8 +140,9 @@ def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt:
 @torch.no_grad()
 def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors
              ) -> tuple[list[dict[str, float]], list[list[tuple[np.ndarray, ...]]]]:
-    """Validation metrics (and traced test metrics) of every active member, and its outputs per split
-    (positions, logits, pooled, mean_phi); members that share a split share the bags of one batched pass."""
+    """Validation metrics (and traced test metrics) of every active member, and its validation outputs
+    (positions, logits, pooled, mean_phi) for the final pass to reuse; members that share a split share
+    the bags of one batched pass."""
     records: list[dict[str, float]] = [{} for _ in members]
     outputs: list[list[tuple[np.ndarray, ...]]] = [[] for _ in members]
     groups: dict[tuple, list[int]] = {}
@@ -142,11 +158,10 @@ def evaluate(stack: StackedModel, members: list[Member], rows: list[int], bt: Ba
             for j, i in enumerate(idx):
                 if split == "val":
                     records[i].update(split_metrics(logits[j], members[i].slides[pos], "val"))
+                    outputs[i].append((pos, logits[j], pooled[j], mean_phi[j]))
                 elif "test" in members[i].evals:
+                    # display only, outputs not kept: a traced run's final pass is exactly an untraced one's
                     records[i].update(test_trace(logits[j], members[i].slides[pos]))
-                else:
-                    continue
-                outputs[i].append((pos, logits[j], pooled[j], mean_phi[j]))
     return records, outputs
 
 

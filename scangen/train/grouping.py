@@ -16,7 +16,7 @@ from scangen.train.config import TrainConfig
 
 GROUP_FIELDS = (
     "store", "fm", "head", "head_kwargs", "hidden_dim", "dropout", "harmonize", "lr", "weight_decay",
-    "max_steps", "eval_every", "task_batch_size", "max_patches_train", "device", "amp", "eval_patch_budget",
+    "max_steps", "eval_every", "task_batch_size", "max_patches_train", "device", "amp", "amp_cpu", "eval_patch_budget",
     "num_threads", "predict_task",
 )
 """TrainConfig fields the members of one ensemble share."""

@@ -16,6 +16,10 @@ evaluations without improvement (`selection.EarlyStopping`).
 an ensemble follow the same code and the same per-member random streams. Random state is private
 to each run (numpy Generator, torch generators, forked global torch RNG), so the same config gives
 bit-identical CPU results.
+
+Precision: with mixed precision on (`amp` on CUDA, `amp_cpu` on CPU) only phi's forward and backward
+run under bfloat16 (or float16) autocast; weights, AdamW, the heads, the task and ScanGen losses and
+every evaluation stay float32.
 """
 
 from __future__ import annotations
@@ -135,7 +139,7 @@ def train_group(configs: list[TrainConfig], bags: Bags, *, bag_tensors: BagTenso
         raise ValueError("configs: expected one or more configs sharing one ensemble_group_key")
     first = configs[0]
     device = resolve_device(first.device)
-    dtype = amp_dtype(device, first.amp)
+    dtype = amp_dtype(device, first.amp, first.amp_cpu)
     slides = [assign_splits(bags.slides, c) for c in configs]
     if bag_tensors is None and first.harmonize != "none":
         bags = harmonised_bags(bags, slides[0], first.harmonize)
@@ -203,8 +207,7 @@ def _loop(stack: StackedModel, members: list[Member], bt: BagTensors, device: to
     for step in range(1, cfg.max_steps + 1):
         mems = [members[i] for i in active]
         rows = list(range(len(mems)))
-        with autocast(device, dtype):
-            losses = task_losses(stack, mems, rows, bt, device)
+        losses = task_losses(stack, mems, rows, bt, device, lambda: autocast(device, dtype))
         total = losses.float().sum()
         sec = [r for r, m in enumerate(mems) if m.second is not None]
         terms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -227,7 +230,14 @@ def _loop(stack: StackedModel, members: list[Member], bt: BagTensors, device: to
             mem.steps += 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            stopped = _record_evaluation(stack, mems, rows, bt, step)
+            # an evaluation before a member's select_min_step can never be selected: it is made (and
+            # recorded) only for members that trace the test split, whose history the figure shows;
+            # the others just start a new loss window, so their histories do not depend on it
+            shown = [r for r, m in enumerate(mems) if step >= m.config.select_min_step or m.config.trace_test]
+            for r in set(rows) - set(shown):
+                mems[r].sums.zero_()
+                mems[r].n_since = 0
+            stopped = _record_evaluation(stack, [mems[r] for r in shown], [rows[r] for r in shown], bt, step)
             if stopped:
                 keep = [r for r in rows if r not in stopped]
                 active = [active[r] for r in keep]
@@ -241,7 +251,10 @@ def _loop(stack: StackedModel, members: list[Member], bt: BagTensors, device: to
 
 
 def _record_evaluation(stack: StackedModel, mems: list[Member], rows: list[int], bt: BagTensors, step: int) -> list[int]:
-    """Evaluate the active members, append their history rows, keep improved states; rows that stop."""
+    """Evaluate members `mems` (stack rows `rows`), append their history rows, keep improved states;
+    the stack rows that stop."""
+    if not mems:
+        return []
     metrics, outputs = evaluate(stack, mems, rows, bt)
     stopped = []
     for r, mem in enumerate(mems):
@@ -254,10 +267,10 @@ def _record_evaluation(stack: StackedModel, mems: list[Member], rows: list[int],
         record.update(metrics[r])
         improved = mem.stopper.update(step, selection_key(mem.config, record))
         if improved:
-            mem.best_state = stack.member_state(r)
+            mem.best_state = stack.member_state(rows[r])
             mem.best_outputs = outputs[r]
         record["selected"] = float(improved)
         mem.history.append(record)
         if mem.stopper.stop:
-            stopped.append(r)
+            stopped.append(rows[r])
     return stopped
