@@ -2,8 +2,8 @@
 
 For the members with a second flow (ScanGen and/or the DANN adversary), each draws its own batch of
 K specimens (`ScanGenSampler`) and the items are built at the member's `scangen_level` (see
-`scangen.train.trainer.scangen_embeddings` for the definitions), phi member by member on the member's
-own items (see `level_items`). The loss of member a is
+`scangen.train.trainer.scangen_embeddings` for the definitions): members of one level share one
+batched phi pass over their padded items. The loss of member a is
     lam_a * scangen_loss(z_a, ...) + adversary_weight_a * adversary_a.loss(z_a, scanner_a)
 computed member by member in float32 (a few dozen items each).
 """
@@ -18,37 +18,50 @@ from scangen.train.batching import BagTensors, collate
 from scangen.train.stacked import StackedModel
 
 
+def _pad_rows(items: list[Tensor]) -> Tensor:
+    """(n_a, D) items per member -> (A, n, D) zero-padded."""
+    n = max(t.shape[0] for t in items)
+    out = items[0].new_zeros((len(items), n, items[0].shape[1]))
+    for a, t in enumerate(items):
+        out[a, : t.shape[0]] = t
+    return out
+
+
 def level_items(stack: StackedModel, members: list, rows: list[int], batches: list, bt: BagTensors,
                 level: str, device: torch.device) -> list[Tensor]:
     """Projected items z_a (n_a, H) of members (stack rows `rows`) at one ScanGen level, and the
-    batches' labels expanded to items (patch level): returns [z_a] and fills batch labels in place.
-
-    phi runs member by member on the member's own items: their number depends on its specimens and
-    scanner subset, so a stacked product padded to the ensemble's largest member would change the
-    shape of its products (and, in bf16, their rounding) with the ensemble's composition."""
-    out = []
-    for a, (mem, batch, row) in enumerate(zip(members, batches, rows)):
-        p = stack.subset([row])
-        gens = [mem.gen_dev]
-        if level == "bag":
+    batches' labels expanded to items (patch level): returns [z_a] and fills batch labels in place."""
+    gens = [m.gen_dev for m in members]
+    p = stack.subset(rows)
+    if level == "bag":
+        xs, masks = [], []
+        for mem, batch in zip(members, batches):
             x, mask = collate(bt, batch.positions, mem.config.max_patches_train, mem.gen_store)
-            w, n = mask.shape
-            drops = stack.dropout_masks([(w, n)], (w, n), gens, device)
-            h = stack.phi(p, x.reshape(1, w * n, -1), drops).reshape(w, n, -1)
-            h = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
-            out.append(h.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype))
-            continue
+            xs.append(x), masks.append(mask)
+        w = max(x.shape[0] for x in xs)
+        n = max(x.shape[1] for x in xs)
+        x_all = xs[0].new_zeros((len(xs), w, n, xs[0].shape[2]))
+        m_all = masks[0].new_zeros((len(xs), w, n))
+        for a, (x, m) in enumerate(zip(xs, masks)):
+            x_all[a, : x.shape[0], : x.shape[1]] = x
+            m_all[a, : m.shape[0], : m.shape[1]] = m
+        drops = stack.dropout_masks([tuple(m.shape) for m in masks], (w, n), gens, device)
+        h = stack.phi(p, x_all.reshape(len(xs), w * n, -1), drops).reshape(len(xs), w, n, -1)
+        h = torch.where(m_all[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+        z = h.sum(dim=2) / m_all.sum(dim=2, keepdim=True).clamp(min=1).to(h.dtype)
+        return [z[a, : x.shape[0]] for a, x in enumerate(xs)]
+    items = []
+    for a, (mem, batch) in enumerate(zip(members, batches)):
         if level == "slide":
-            items = bt.means[torch.as_tensor(batch.positions, device=bt.device)]
-        else:
-            x, mask = collate(bt, batch.positions, mem.config.scangen_patches, mem.gen_store)
-            counts = mask.sum(dim=1).cpu()
-            items = x[mask]
-            batches[a] = type(batch)(batch.positions, batch.specimen.repeat(counts.numpy()),
-                                     batch.scanner.repeat(counts.numpy()))
-        drops = stack.dropout_masks([(items.shape[0],)], (items.shape[0],), gens, device)
-        out.append(stack.phi(p, items[None], drops)[0])
-    return out
+            items.append(bt.means[torch.as_tensor(batch.positions, device=bt.device)])
+            continue
+        x, mask = collate(bt, batch.positions, mem.config.scangen_patches, mem.gen_store)
+        counts = mask.sum(dim=1).cpu()
+        items.append(x[mask])
+        batches[a] = type(batch)(batch.positions, batch.specimen.repeat(counts.numpy()), batch.scanner.repeat(counts.numpy()))
+    drops = stack.dropout_masks([(t.shape[0],) for t in items], (max(t.shape[0] for t in items),), gens, device)
+    z = stack.phi(p, _pad_rows(items), drops)
+    return [z[a, : t.shape[0]] for a, t in enumerate(items)]
 
 
 def second_flow_losses(stack: StackedModel, members: list, rows: list[int], bt: BagTensors,
