@@ -104,3 +104,14 @@ def test_new_fields_are_hashed_and_scanner_subset_defaults_to_the_stores_primary
         resolve_scanner_subset(base.replace(scanner_subset=("X1", "X3")), slides)
     assert TrainConfig.from_dict(base.to_dict()) == base
 
+
+
+def test_precision_text_names_what_trains_in_bf16() -> None:
+    from scangen.train.device import precision_text
+
+    assert precision_text("cpu", True, False).startswith("training in float32")  # `amp` is the CUDA switch
+    assert "bfloat16 autocast" in precision_text("cpu", False, True)
+    assert "bfloat16 or float16" in precision_text("cuda", True, False)
+    assert precision_text("mps", True, True).startswith("training in float32")
+    assert all(t.endswith("evaluation and predictions in float32")
+               for t in (precision_text("cpu", True, True), precision_text("cuda", False, False)))
