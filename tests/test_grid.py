@@ -119,28 +119,29 @@ def test_local_grid_never_imports_dask(tiny_store: Path, tmp_path: Path):
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_trace_is_not_keyed_and_a_traced_entry_serves_untraced_requests(tiny_store: Path, tmp_path: Path):
-    """trace_test only adds test metrics to the history: an untraced entry is retrained for a traced
-    request (and replaced), a traced entry serves an untraced one with the trace columns dropped;
-    predictions and validation history are bit-identical either way."""
-    from scangen.experiments.session import is_traced
+def test_traced_entries_are_kept_apart_and_serve_untraced_requests(tiny_store: Path, tmp_path: Path):
+    """trace_test only adds test metrics (and pre-select_min_step evaluations) to the history: a traced
+    request trains its own entry, never replacing the untraced one (a rerun reads the numbers it read
+    before); an untraced request without its own entry is served by the traced one, trace dropped."""
+    from scangen.experiments.session import TRACED_SUFFIX, is_traced
     from scangen.train.evaluation import TEST_TRACE_COLUMNS
 
     session = _session(tiny_store, tmp_path / "c")
     plain = session.config(fm="phikon-sim", use_scangen=True, max_steps=4, eval_every=2, select_min_step=4)
     traced = plain.replace(trace_test=True)
-    assert not plain.trace_test and session.cache_key(plain) == session.cache_key(traced)
+    assert not plain.trace_test and session.cache_key(traced) == session.cache_key(plain) + TRACED_SUFFIX
     first = session.records([plain])[0]
     assert not is_traced(first) and (session.cache.hits, session.cache.misses) == (0, 1)
     with_trace = session.records([traced])[0]
     assert is_traced(with_trace) and (session.cache.hits, session.cache.misses) == (0, 2)
     assert with_trace.history["step"].to_list() == [2, 4] and first.history["step"].to_list() == [4]
     assert_frame_equal(with_trace.history.drop(list(TEST_TRACE_COLUMNS)).filter(pl.col("step") >= 4), first.history)
-    assert_frame_equal(with_trace.predictions, first.predictions)
-    served = session.records([plain])[0]
-    assert (session.cache.hits, session.cache.misses) == (1, 2) and not is_traced(served)
+    assert_frame_equal(with_trace.predictions, first.predictions)  # trained alone both times: identical
+    again = session.records([plain, traced])
+    assert (session.cache.hits, session.cache.misses) == (2, 2) and not is_traced(again[0]) and is_traced(again[1])
+    other = _session(tiny_store, tmp_path / "d")
+    other.records([traced])
+    served = other.records([plain])[0]  # no untraced entry: the traced one serves, trace dropped
+    assert (other.cache.hits, other.cache.misses) == (1, 1) and not is_traced(served)
     assert_frame_equal(served.history, first.history)
     assert_frame_equal(served.predictions, first.predictions)
-    other = _session(tiny_store, tmp_path / "d")
-    a, b = other.records([plain, traced])  # both asked in one call: trained once, traced
-    assert other.cache.misses == 1 and is_traced(b) and not is_traced(a)

@@ -12,12 +12,13 @@ predictions into one flat row of test-split metrics (scangen.metrics.summarize_p
 diagnostics (`diag_*`). Rows never record whether they came from the cache (a result file must not
 depend on what was cached); `session.cache.hits` / `.misses` count that instead.
 
-Test tracing (`TrainConfig.trace_test`) is not part of a run's cache key: it adds test metrics (and
-the evaluations before select_min_step, which can never be selected) to the history for display and
-changes no training step, selection or weight. A traced entry serves an untraced request (the extra
-columns and rows dropped); a traced request whose entry is untraced trains the run again, traced, and
-replaces the entry. Both give bit-identical predictions and histories (tests/test_train_record.py,
-tests/test_grid.py).
+Test tracing (`TrainConfig.trace_test`) adds test metrics (and the evaluations before
+select_min_step, which can never be selected) to the history for display and changes no training
+step, selection or weight: a traced run alone is bit-identical to the untraced one
+(tests/test_train_record.py). A traced run is cached under its config's key plus TRACED_SUFFIX. An
+untraced request takes its own entry, else the traced one (the extra columns and rows dropped); a
+traced request needs a traced entry. Entries are never replaced, so a notebook rerun reads the very
+numbers it read before (runs trained in different ensembles may differ in rounding).
 
 Scheduler: `scheduler=None` runs locally unless the environment variable SCANGEN_DASK_SCHEDULER names
 a scheduler address (so a whole pipeline run can go to a cluster without changing its notebooks);
@@ -60,6 +61,8 @@ KEY_EXCLUDED = NON_RESULT_FIELDS | {"store"}
 test tracing: see the module docstring) and the store path (the store's content fingerprint is part of
 the key instead, so a moved store is still recognised). A CPU run's effective thread count is keyed
 (`ExperimentSession.key_config`)."""
+TRACED_SUFFIX = "-traced"
+"""Appended to the cache key of a config with trace_test (module docstring)."""
 SCHEDULER_ENV = "SCANGEN_DASK_SCHEDULER"
 MAX_ENSEMBLE_ENV = "SCANGEN_MAX_ENSEMBLE"
 
@@ -225,8 +228,10 @@ class ExperimentSession:
         return out
 
     def cache_key(self, config: TrainConfig) -> str:
-        """The run cache key of `config` on this session's store."""
-        return self.cache.key(self.key_config(config), store_fingerprint(self.store, config.fm))
+        """The run cache key of `config` on this session's store; a traced config's entry is kept apart
+        (TRACED_SUFFIX), see the module docstring."""
+        key = self.cache.key(self.key_config(config), store_fingerprint(self.store, config.fm))
+        return key + TRACED_SUFFIX if config.trace_test else key
 
     def records(self, configs: Iterable[TrainConfig]) -> list[RunRecord]:
         """RunRecords of `configs` (input order): cached ones read back, the rest trained as grouped
@@ -238,14 +243,15 @@ class ExperimentSession:
 
         configs = list(configs)
         keys = [self.cache_key(c) for c in configs]
-        traced = {k: i for i, k in reversed(list(enumerate(keys))) if configs[i].trace_test}  # first traced request
         found: dict[str, RunRecord] = {}
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in found and key not in todo:
                 record = self.cache.get_record(key)
-                if record is None or (key in traced and not is_traced(record)):
-                    todo[key] = traced.get(key, i)  # train the traced request when one of them traces
+                if record is None and not configs[i].trace_test:  # a traced run of the same config serves
+                    record = self.cache.get_record(key + TRACED_SUFFIX)
+                if record is None:
+                    todo[key] = i
                     continue
                 found[key] = record
         n_train = len(todo)
