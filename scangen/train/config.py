@@ -80,7 +80,8 @@ class TrainConfig:
     bf16 matrix instructions, AVX512-BF16 or AMX, where a bf16 product runs ~4x the float32 rate;
     `scangen.train.device.resolve_amp_cpu` turns the parameter sets' "auto" into a bool, so the
     precision a run used is part of its config; parameters stay float32, the optimiser steps in
-    float32, and evaluation, selection and final predictions always run in float32 on every device), `eval_patch_budget` (max padded patches per inference batch),
+    float32, the ScanGen loss is float32, and evaluation, selection and final predictions always run
+    in float32 on every device), `eval_patch_budget` (max padded patches per inference batch),
     `num_threads` (CPU threads for torch during the run, restored after; None = leave as is; use 1
     when several runs share the cores: OpenMP threads that wait on busy cores are very slow).
     Outputs (not hashed): `progress` (tqdm bars), `output` (Parquet path of predictions),

@@ -18,7 +18,6 @@ with seed for initialisation (forked), and a per-member CPU RNG state for head d
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,13 +106,10 @@ def pad_stack(xs: list[torch.Tensor], masks: list[torch.Tensor], width: int | No
     return x_out, m_out
 
 
-def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors, device: torch.device,
-                autocast_ctx=contextlib.nullcontext) -> torch.Tensor:
-    """Task losses (A,) of the active members (stack rows `rows`), one batched phi pass.
-
-    Only phi runs inside `autocast_ctx()` (mixed precision, where the products are); the heads and
-    their losses run in float32 (their cost is small, and e.g. DS-MIL's Conv1d under vmap does not
-    take a bf16 input with a float32 bias)."""
+def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt: BagTensors, device: torch.device) -> torch.Tensor:
+    """Task losses (A,) of the active members (stack rows `rows`), one batched phi pass (the caller's
+    autocast covers phi and the head: a float32 head under bf16 phi let last-bit differences of the
+    batched head reach phi's bf16 backward, so members drifted from their runs alone)."""
     cfg = members[0].config
     xs, masks, ys = [], [], []
     for mem in members:
@@ -127,9 +123,8 @@ def task_losses(stack: StackedModel, members: list[Member], rows: list[int], bt:
     hidden = stack.template.phi.out_dim
     drops = stack.dropout_masks([tuple(m.shape) for m in masks], (b, n), [mem.gen_dev for mem in members], device)
     p = stack.subset(rows)
-    with autocast_ctx():
-        h = stack.phi(p, x.reshape(a, b * n, d), drops).reshape(a, b, n, hidden)
-    h = torch.where(mask[..., None], h.float(), torch.zeros((), dtype=torch.float32, device=h.device))
+    h = stack.phi(p, x.reshape(a, b * n, d), drops).reshape(a, b, n, hidden)
+    h = torch.where(mask[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
     states = [mem.rng_state for mem in members]
     losses = stack.head_losses(p, h, mask, torch.stack(ys), [m.shape[1] for m in masks], [mem.gen_dev for mem in members], states)
     for mem, state in zip(members, states):

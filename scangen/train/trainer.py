@@ -17,9 +17,9 @@ an ensemble follow the same code and the same per-member random streams. Random 
 to each run (numpy Generator, torch generators, forked global torch RNG), so the same config gives
 bit-identical CPU results.
 
-Precision: with mixed precision on (`amp` on CUDA, `amp_cpu` on CPU) only phi's forward and backward
-run under bfloat16 (or float16) autocast; weights, AdamW, the heads, the task and ScanGen losses and
-every evaluation stay float32.
+Precision: with mixed precision on (`amp` on CUDA, `amp_cpu` on CPU) the task flow (phi and the head)
+and phi's ScanGen items run under bfloat16 (or float16) autocast; weights, AdamW, the ScanGen and
+adversary losses (distances near 0) and every evaluation stay float32.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def _loop(stack: StackedModel, members: list[Member], bt: BagTensors, device: to
     for step in range(1, cfg.max_steps + 1):
         mems = [members[i] for i in active]
         rows = list(range(len(mems)))
-        losses = task_losses(stack, mems, rows, bt, device, lambda: autocast(device, dtype))
+        with autocast(device, dtype):
+            losses = task_losses(stack, mems, rows, bt, device)
         total = losses.float().sum()
         sec = [r for r, m in enumerate(mems) if m.second is not None]
         terms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
