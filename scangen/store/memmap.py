@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import mmap
@@ -209,13 +210,20 @@ class MappedPages:
         self.touched = 0
 
 
+@functools.lru_cache(maxsize=1)
+def _libc_mallopt():
+    """glibc's mallopt, or None (non-glibc). Looked up once: find_library runs a subprocess, and the
+    allocator mode is set each time BagTensors are built."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def _mallopt(settings: Sequence[tuple[int, int]]) -> bool:
     """Apply glibc mallopt (param, value) pairs; False where mallopt is unavailable (non-glibc)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return all(bool(libc.mallopt(param, int(value))) for param, value in settings)
-    except (OSError, AttributeError):
-        return False
+    mallopt = _libc_mallopt()
+    return mallopt is not None and all(bool(mallopt(param, int(value))) for param, value in settings)
 
 
 def return_large_buffers(threshold: int = 1 << 20) -> bool:
