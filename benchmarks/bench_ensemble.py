@@ -7,8 +7,8 @@ alone; early stopping happens at the same evaluation). Both modes produce comple
 val/test, diagnostics). The one-by-one and ensemble passes alternate `--repeats` times and the
 fastest of each is kept (other processes share the cores); the load average is printed.
 
-Usage: python benchmarks/bench_ensemble.py [--store DIR] [--fm uni-sim] [--seeds 4] [--threads 2]
-       [--steps N] [--repeats 1] [--device cpu]
+Usage: python benchmarks/bench_ensemble.py [--store DIR] [--fm uni-sim] [--head gap] [--seeds 4]
+       [--threads 2] [--steps N] [--repeats 1] [--device cpu]
 Without --store the quick cohort (one FM) is simulated into a temporary folder first (~1 min).
 """
 
@@ -32,7 +32,7 @@ from scangen.train.device import resolve_device
 def group_configs(args: argparse.Namespace) -> list[TrainConfig]:
     """Baseline and ScanGen x seeds with the quick set's training settings."""
     train = param_set_training("quick")
-    base = TrainConfig(fm=args.fm, max_steps=args.steps or int(train["max_steps"]), progress=False,
+    base = TrainConfig(fm=args.fm, head=args.head, max_steps=args.steps or int(train["max_steps"]), progress=False,
                        num_threads=args.threads, device=args.device,
                        **{k: v for k, v in train.items() if k in ("eval_every", "patience", "max_patches_train",
                                                                    "select_min_step", "trace_test", "amp_cpu")})
@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path)
     parser.add_argument("--fm", default="uni-sim")
+    parser.add_argument("--head", default="gap", help="MIL head of every config (scangen.models.HEADS)")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=0, help="0 = the quick set's steps")
@@ -67,7 +68,7 @@ def main() -> None:
             store = simulate_cohort(Path(tmp) / "quick", size="quick", seed=0, models=[args.fm], registered_tiles=False)
         bags = load_bags(store, args.fm)
         configs = group_configs(args)
-        print(f"{len(configs)} configs ({args.fm}, {configs[0].max_steps} steps, eval every {configs[0].eval_every}, "
+        print(f"{len(configs)} configs ({args.fm}, head {args.head}, {configs[0].max_steps} steps, eval every {configs[0].eval_every}, "
               f"patience {configs[0].patience}), {args.threads} threads, device {args.device}; load {os.getloadavg()}")
         run_record(configs[0].replace(max_steps=2, eval_every=1, select_min_step=0), bags)  # one-time start-up costs
         t_one, t_ens = float("inf"), float("inf")

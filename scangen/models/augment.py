@@ -31,24 +31,36 @@ def subsample_mask(mask: Tensor, rate: float, generator: torch.Generator | None 
     """
     if not 0.0 < float(rate) <= 1.0:
         raise ValueError(f"subsample_rate: expected a rate in (0, 1], got {rate}")
-    counts = mask.sum(dim=1)
-    keep = torch.clamp(torch.ceil(counts.double() * float(rate)), min=1).long()
     if float(rate) == 1.0:
         return mask.clone()
-    keys = _rand(tuple(mask.shape), generator).to(mask.device)
-    keys = keys.masked_fill(~mask, 2.0)  # padded positions rank after every real patch
+    return subsample_from_keys(mask, subsample_keys(tuple(mask.shape), generator), rate)
+
+
+def subsample_keys(shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+    """The random keys (B, N) float64 of one `subsample_mask` call: uniform draws, one per position."""
+    return _rand(shape, generator)
+
+
+def subsample_from_keys(mask: Tensor, keys: Tensor, rate: float) -> Tensor:
+    """`subsample_mask` given its keys (B, N): each bag keeps its ceil(rate * n_b) real patches of
+    smallest key. Pure tensor code (no draw, no value read), so it runs under ``torch.func.vmap``."""
+    counts = mask.sum(dim=1)
+    keep = torch.clamp(torch.ceil(counts.double() * float(rate)), min=1).long()
+    keys = keys.to(mask.device).masked_fill(~mask, 2.0)  # padded positions rank after every real patch
     ranks = keys.argsort(dim=1).argsort(dim=1)
     return mask & (ranks < keep.unsqueeze(1))
 
 
-def compact(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def compact(h: Tensor, mask: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
     """Move each bag's real patches to the front (keeping their order) and drop all-padding columns.
 
-    (B, N, H), (B, N) -> (B, N', H), (B, N') with N' = max_b n_b. Used after subsampling so that
-    attention cost scales with the kept patches only.
+    (B, N, H), (B, N) -> (B, N', H), (B, N') with N' = max_b n_b, or N' = ``width`` when given (at
+    least max_b n_b; no value read, so it runs under vmap). Used after subsampling so that attention
+    cost scales with the kept patches only.
     """
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
-    width = int(mask.sum(dim=1).max().item())
+    if width is None:
+        width = int(mask.sum(dim=1).max().item())
     order = order[:, :width]
     new_mask = mask.gather(1, order)
     new_h = h.gather(1, order.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
@@ -82,6 +94,11 @@ def mixup_plan(
     return lam, perm
 
 
-def mix(x: Tensor, lam: float, perm: Tensor) -> Tensor:
-    """lam * x + (1 - lam) * x[perm] along the first (batch) dimension."""
-    return lam * x + (1.0 - lam) * x[perm.to(x.device)]
+def mix(x: Tensor, lam: float | Tensor, perm: Tensor) -> Tensor:
+    """lam * x + (1 - lam) * x[perm] along the first (batch) dimension. ``lam``: a float or a 0-d
+    float64 tensor (both weights formed in float64, then cast to x's dtype)."""
+    if isinstance(lam, Tensor):
+        keep, other = lam.to(x.device, x.dtype), (1.0 - lam).to(x.device, x.dtype)
+    else:
+        keep, other = lam, 1.0 - lam
+    return keep * x + other * x.index_select(0, perm.to(x.device))

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scangen.models.augment import compact, mix, mixup_plan, subsample_mask
-from scangen.models.base import MILHead, MILOutput, validate_bags, validate_targets, zero_padding
+from scangen.models.augment import compact, mix, mixup_plan, subsample_from_keys, subsample_keys
+from scangen.models.base import MILHead, MILOutput, under_vmap, validate_bags, validate_targets, zero_padding
 
 
 SLOT_EPS = 1e-8
@@ -46,7 +46,9 @@ DEFAULT_MIXUP_ALPHA = 1.0
 class AttentionBlock(nn.Module):
     """Set-Transformer multihead attention block MAB(X, Y) with a key mask.
 
-    X (B, M, d) queries, Y (B, N, d) keys/values, key_mask (B, N) bool or None
+    X (B, M, d) queries, or (1, M, d) queries shared by every bag (learned slots or seed: projected
+    once, then broadcast; expanding them to B rows first would make vmapped members broadcast each
+    weight over the B bags), Y (B, N, d) keys/values, key_mask (B, N) bool or None
     -> (out (B, M, d), attention (B, heads, M, N)).
     out = LN(H + FF(H)), H = LN(X + W_o MultiHead(X, Y, Y)), FF = Linear-ReLU-Linear (width d).
     ``normalize="keys"``: softmax over the keys (PMA); ``"queries"``: softmax over the queries, then
@@ -71,7 +73,7 @@ class AttentionBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _split(self, x: Tensor) -> Tensor:
-        """(B, L, d) -> (B, heads, L, d_head)."""
+        """(B, L, d) -> (B, heads, L, d_head) (B may be 1)."""
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, y: Tensor, key_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -87,7 +89,7 @@ class AttentionBlock(nn.Module):
             if keep is not None:
                 attention = attention.masked_fill(~keep, 0.0)
             attention = attention / (attention.sum(dim=-1, keepdim=True) + SLOT_EPS)
-        pooled = (attention @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], self.dim)
+        pooled = (attention @ v).transpose(1, 2).reshape(y.shape[0], x.shape[1], self.dim)
         hidden = self.norm1(x + self.dropout(self.w_o(pooled)))
         return self.norm2(hidden + self.dropout(self.ff(hidden))), attention
 
@@ -146,14 +148,12 @@ class SlotMILHead(MILHead):
     def aggregate(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Slots (B, S, H) and head-averaged attention (B, S, N) of the slots over the real patches."""
         h = zero_padding(h, mask)
-        queries = self.slots.expand(h.shape[0], -1, -1).to(h.dtype)
-        slots, attention = self.pool(queries, h, mask)
+        slots, attention = self.pool(self.slots.to(h.dtype), h, mask)  # (1, S, H) queries shared by the bags
         return slots, attention.mean(dim=1)
 
     def classify(self, slots: Tensor) -> tuple[Tensor, Tensor]:
         """(B, S, H) slots -> logits (B,), bag embedding (B, H) via the one-seed readout."""
-        seed = self.seed.expand(slots.shape[0], -1, -1).to(slots.dtype)
-        pooled, _ = self.readout(seed, slots)
+        pooled, _ = self.readout(self.seed.to(slots.dtype), slots)  # (1, 1, H) seed shared by the bags
         bag = pooled.squeeze(1)
         return self.classifier(bag).squeeze(-1), bag
 
@@ -162,6 +162,50 @@ class SlotMILHead(MILHead):
         slots, attention = self.aggregate(h, mask)
         logits, bag = self.classify(slots)
         return MILOutput(logits=logits, bag_embedding=bag, extras={"attention": attention, "slots": slots})
+
+    def draw_augmentation(self, batch: int, width: int, generator: torch.Generator | None = None
+                          ) -> dict[str, Tensor]:
+        """The random draws of one training call on a (batch, width) bag batch, in `train_loss`'s order:
+        "keys" (batch, width) float64 for subsampling (when on), then the mixup plan (when on) as
+        "lam" (0-d float64) and "perm" (batch,) int64, with lam = 1 and perm the identity for a batch
+        the plan leaves unmixed (exactly the unmixed values: 1 * x + 0 * x[perm] = x)."""
+        draws: dict[str, Tensor] = {}
+        if self.subsample_rate < 1.0:
+            draws["keys"] = subsample_keys((batch, width), generator)
+        if self.mixup_alpha > 0.0:
+            plan = mixup_plan(batch, self.mixup_alpha, self.mixup_prob, generator)
+            lam, perm = (1.0, torch.arange(batch)) if plan is None else plan
+            draws["lam"], draws["perm"] = torch.tensor(lam, dtype=torch.float64), perm
+            draws["mixed"] = torch.tensor(plan is not None)
+        return draws
+
+    def augmented(self, h: Tensor, mask: Tensor, y: Tensor, draws: dict[str, Tensor], width: int | None = None
+                  ) -> tuple[Tensor, MILOutput]:
+        """Loss and outputs of the SubMix recipe given its draws (`draw_augmentation`): subsample by the
+        keys, compact to `width` columns (None: the longest kept bag), pool, mix slots and labels.
+        With `width` given it reads no tensor value, so the ensemble trainer vmaps it over members
+        whose draws come from their own generators."""
+        target = y.to(h.dtype)
+        if "keys" in draws:
+            mask = subsample_from_keys(mask, draws["keys"], self.subsample_rate)
+            h, mask = compact(h, mask, width)
+        slots, _ = self.aggregate(h, mask)
+        extras: dict[str, Tensor] = {}
+        if "lam" in draws:
+            lam, perm = draws["lam"], draws["perm"]
+            slots, target = mix(slots, lam, perm), mix(target, lam, perm)
+            if not under_vmap(lam) and bool(draws["mixed"]):
+                extras["mixup_lambda"] = lam.to(h.dtype)
+                extras["mixup_perm"] = perm.to(h.device)
+        logits, bag = self.classify(slots)
+        extras.update({"slots": slots, "kept_patches": mask.sum(dim=1), "targets": target})
+        out = MILOutput(logits=logits, bag_embedding=bag, extras=extras)
+        return F.binary_cross_entropy_with_logits(logits, target), out
+
+    def augmented_width(self, width: int) -> int:
+        """Columns after subsampling and compaction of a width-N batch, fixed for every draw:
+        ceil(rate * N) (the most patches a bag of N keeps), N when subsampling is off."""
+        return width if self.subsample_rate >= 1.0 else max(1, math.ceil(self.subsample_rate * width))
 
     def train_loss(
         self, h: Tensor, mask: Tensor, y: Tensor, generator: torch.Generator | None = None
@@ -176,22 +220,5 @@ class SlotMILHead(MILHead):
         """
         validate_bags(h, mask, self.dim)
         validate_targets(y, h.shape[0])
-        target = y.to(h.dtype)
-        extras: dict[str, Tensor] = {}
-        if self.training and self.subsample_rate < 1.0:
-            mask = subsample_mask(mask, self.subsample_rate, generator)
-            h, mask = compact(h, mask)
-        slots, _ = self.aggregate(h, mask)
-        plan = None
-        if self.training and self.mixup_alpha > 0.0:
-            plan = mixup_plan(h.shape[0], self.mixup_alpha, self.mixup_prob, generator)
-        if plan is not None:
-            lam, perm = plan
-            slots = mix(slots, lam, perm)
-            target = mix(target, lam, perm)
-            extras["mixup_lambda"] = torch.tensor(lam, dtype=h.dtype, device=h.device)
-            extras["mixup_perm"] = perm.to(h.device)
-        logits, bag = self.classify(slots)
-        extras.update({"slots": slots, "kept_patches": mask.sum(dim=1), "targets": target})
-        out = MILOutput(logits=logits, bag_embedding=bag, extras=extras)
-        return F.binary_cross_entropy_with_logits(logits, target), out
+        draws = self.draw_augmentation(h.shape[0], h.shape[1], generator) if self.training else {}
+        return self.augmented(h, mask, y, draws)

@@ -5,10 +5,11 @@ index m. phi runs as explicit batched matmuls (`torch.baddbmm`/`matmul` over the
     x (M, R, D) -> Linear -> LayerNorm -> GELU -> Dropout -> Linear -> LN -> GELU -> Dropout -> Linear
 with each member's dropout masks drawn from that member's own generator (so a member's random
 stream never depends on the other members). The head runs through `torch.func.functional_call`,
-either vmapped over the members (heads without randomness: gap, abmil, abmil_gated, dsmil with
-zero dropout) or member by member (SlotMIL's augmentations and any head dropout draw random
-numbers, which vmap cannot take from per-member generators); the loop swaps each member's global
-RNG state in and out so head dropout is per-member too.
+either vmapped over the members (every head without dropout: gap, abmil, abmil_gated, dsmil and
+SlotMIL, whose subsampling and mixup draws are made per member from its own generator before the
+vmapped call, `SlotMILHead.draw_augmentation`) or member by member (head dropout draws random
+numbers inside the call, which vmap cannot take from per-member generators); the loop swaps each
+member's global RNG state in and out so head dropout is per-member too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ class _HeadCall(nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, h: Tensor, mask: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None):
+    def forward(self, h: Tensor, mask: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None,
+                draws: dict[str, Tensor] | None = None, width: int | None = None):
+        if draws is not None:  # augmentations drawn beforehand (SlotMIL under vmap)
+            return self.head.augmented(h, mask, y, draws, width)[0]
         if y is not None:
             return self.head.train_loss(h, mask, y, generator)[0]
         out = self.head(h, mask)
@@ -38,9 +42,8 @@ class _HeadCall(nn.Module):
 
 
 def head_is_vmappable(model: MILModel) -> bool:
-    """True when the head draws no random numbers in training (no SlotMIL augmentation, no dropout > 0)."""
-    if getattr(model.head, "name", "") == "slotmil":
-        return False
+    """True when the head draws no random numbers inside its training call (no dropout > 0; SlotMIL's
+    augmentations are drawn before it)."""
     return not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.head.modules())
 
 
@@ -139,7 +142,13 @@ class StackedModel:
         members see only their own N = widths[a] patch columns and draw from gens[a]."""
         head_p = {k: v for k, v in p.items() if k.startswith("head.")}
         if self.vmappable:
-            self.template.eval()  # no randomness in these heads; eval() keeps vmap free of dropout calls
+            self.template.eval()  # no randomness in these calls; eval() keeps vmap free of dropout calls
+            head = self.template.head
+            if hasattr(head, "draw_augmentation"):
+                draws = self.augmentation_draws(h.shape[1], h.shape[2], widths, gens, h.device)
+                width = head.augmented_width(h.shape[2])
+                return vmap(lambda q, hh, mm, yy, dd: functional_call(
+                    self.call, q, (hh, mm, yy), {"draws": dd, "width": width}))(head_p, h, mask, y, draws)
             return vmap(lambda q, hh, mm, yy: functional_call(self.call, q, (hh, mm, yy)))(head_p, h, mask, y)
         self.template.train()
         losses = []
@@ -148,6 +157,21 @@ class StackedModel:
             args = (h[a, :, :width], mask[a, :, :width], y[a], gens[a])
             losses.append(_with_rng_state(rng_states, a, lambda: functional_call(self.call, q, args)))
         return torch.stack(losses)
+
+    def augmentation_draws(self, batch: int, n: int, widths: list[int], gens: list[torch.Generator],
+                           device: torch.device) -> dict[str, Tensor]:
+        """Each member's head augmentation draws for its (batch, widths[a]) task batch, from gens[a] (the
+        draws the head makes alone), stacked over members; subsampling keys padded to n columns (padded
+        patches rank last whatever their key)."""
+        head = self.template.head
+        per = [head.draw_augmentation(batch, w, gen) for w, gen in zip(widths, gens)]
+        out = {}
+        for k in per[0]:
+            parts = [d[k].to(device) for d in per]
+            if k == "keys":
+                parts = [F.pad(t, (0, n - t.shape[1]), value=2.0) for t in parts]
+            out[k] = torch.stack(parts)
+        return out
 
     @torch.no_grad()
     def predict(self, p: dict[str, Tensor], x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
