@@ -9,7 +9,8 @@ either vmapped over the members (every head without dropout: gap, abmil, abmil_g
 SlotMIL, whose subsampling and mixup draws are made per member from its own generator before the
 vmapped call, `SlotMILHead.draw_augmentation`) or member by member (head dropout draws random
 numbers inside the call, which vmap cannot take from per-member generators); the loop swaps each
-member's global RNG state in and out so head dropout is per-member too.
+member's global RNG state in and out so head dropout is per-member too. Inference vmaps the head too,
+except for heads that say `vmap_inference = False` (SlotMIL: see there).
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ class StackedModel:
             h = packed.new_zeros((a, b * n, hidden))
             h[:, real] = packed
             h = h.reshape(a, b, n, hidden)
-        if self.vmappable:
+        if self.vmappable and getattr(self.template.head, "vmap_inference", True):
             logits, pooled = vmap(lambda q, hh: functional_call(self.call, q, (hh, mask)))(head_p, h)
             return logits, pooled, mean_phi
         outs = [functional_call(self.call, {k: v[a] for k, v in head_p.items()}, (h[a], mask)) for a in range(h.shape[0])]
