@@ -52,7 +52,8 @@ def test_vmapped_slotmil_losses_and_gradients_equal_each_members_own_train_loss(
         got = vm.head_losses(vm.params, h, mask, y, widths, gens_vm, None)
         want = loop.head_losses(loop.params, h, mask, y, widths, gens_loop, [torch.get_rng_state()] * 4)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-        got.sum().backward(), want.sum().backward()
+        got.sum().backward()
+        want.sum().backward()
         for name, p in vm.params.items():
             if name.startswith("head."):
                 torch.testing.assert_close(p.grad, loop.params[name].grad, rtol=0, atol=1e-12, msg=name)
